@@ -1,0 +1,54 @@
+# Two commands do all the set-up on a fresh machine:
+#   make course   -> builds .venv, provides Fashion-MNIST, runs the notebook series (embedded, offline)
+#   make test     -> builds .venv and runs the whole test suite
+# Also: make lab (JupyterLab with the course kernel), make bench (benchmarks).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= embedded
+OUT ?= build
+# System packages (Debian) the course uses when apt is available and we are root:
+# the Fashion-MNIST data, bubblewrap for sandboxed grading, Chromium to check rendered pages.
+APT_PACKAGES := dataset-fashion-mnist bubblewrap chromium
+
+.PHONY: course test lab bench venv data system-deps clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(STAMP)
+
+# Debian packages: installed only when apt-get is present and we are root; otherwise the
+# library falls back to verified downloads (data) or tells you what is missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "system packages present: $(APT_PACKAGES)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	else echo "note: not root or no apt-get; skipping Debian packages:$$missing"; fi
+
+data: venv system-deps
+	$(BIN)/course data fashion_mnist
+
+course: data
+	$(BIN)/course run --profile $(PROFILE) --out $(OUT)
+
+test: data
+	$(BIN)/python -m pytest
+
+lab: venv
+	$(BIN)/python -m ipykernel install --user --name transfer-course --display-name "Transfer course (.venv)"
+	$(BIN)/jupyter lab notebooks/
+
+bench: venv
+	$(BIN)/course bench all
+
+clean:
+	rm -rf $(OUT) .pytest_cache

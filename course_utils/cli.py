@@ -1,0 +1,117 @@
+"""The ``course`` command: run the notebook series, fetch data, benchmark, grade.
+
+Sub-commands import their heavy dependencies lazily so that ``course --help`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from course_utils import PROFILES
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from course_utils.runner import NotebookFailure, run_series
+
+    try:
+        results = run_series(args.notebooks or None, profile=args.profile, out_dir=args.out,
+                             cell_timeout=args.cell_timeout, html=not args.no_html)
+    except NotebookFailure as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    total = sum(r.seconds for r in results)
+    print(f"\n{len(results)} notebook(s) executed on the '{args.profile}' profile in {total:.0f} s.")
+    for r in results:
+        print(f"  {r.source.name:<34} {r.seconds:7.1f} s  -> {r.output}")
+    if not args.no_html:
+        print(f"Open {args.out}/index.html in a browser to read the executed notebooks.")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from course_utils import data
+
+    for name in args.names:
+        ds = data.load(name, download=not args.offline)
+        print(f"{name}: {len(ds.x_train)} training and {len(ds.x_test)} test images, "
+              f"{len(ds.classes)} classes")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from course_utils.bench import BENCHMARKS
+
+    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    status = 0
+    for name in names:
+        module = importlib.import_module(BENCHMARKS[name][0])
+        print(f"== course bench {name} ==", flush=True)
+        status |= module.main(args.rest)
+    return status
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from course_utils.autograde import cli_grade
+
+    return cli_grade(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="course", description="Transfer-learning course: run notebooks, fetch data, "
+        "benchmark the library, grade assignments.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="execute notebooks in order with papermill",
+                         description="Execute the notebooks in order; stop at the first failure.")
+    run.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/NN_*.ipynb)")
+    run.add_argument("--profile", choices=PROFILES, default="embedded",
+                     help="smoke (CI), embedded (default, offline), full (GPU + internet)")
+    run.add_argument("--out", default="build", help="folder for executed notebooks and HTML")
+    run.add_argument("--cell-timeout", type=int, default=1200,
+                     help="seconds one cell may run before it is stopped (default 1200)")
+    run.add_argument("--no-html", action="store_true", help="skip the HTML rendering")
+    run.set_defaults(func=_cmd_run)
+
+    dat = sub.add_parser("data", help="make datasets available (verified download if needed)")
+    dat.add_argument("names", nargs="+", help="dataset names, e.g. fashion_mnist")
+    dat.add_argument("--offline", action="store_true", help="never download")
+    dat.set_defaults(func=_cmd_data)
+
+    from course_utils.bench import BENCHMARKS
+
+    bench = sub.add_parser("bench", help="benchmarks (ratios measured side by side)",
+                           description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()))
+    bench.add_argument("name", choices=[*BENCHMARKS, "all"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for the benchmark")
+    bench.set_defaults(func=_cmd_bench)
+
+    grade = sub.add_parser("grade", help="autograde an assignment, write feedback and a CSV")
+    grade.add_argument("assignment", help="assignment name, e.g. a1_learning_curves")
+    grade.add_argument("--course-dir", default="assignments", help="nbgrader course directory")
+    grade.add_argument("--workers", type=int, default=None, help="parallel graders (default: cores)")
+    grade.add_argument("--csv", default=None, help="where to write the grades CSV")
+    grade.add_argument("--no-sandbox", action="store_true",
+                       help="run submissions without the sandbox (trusted code only)")
+    grade.add_argument("--timeout", type=int, default=300, help="wall-clock seconds per submission")
+    grade.set_defaults(func=_cmd_grade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Execute the notebook series with papermill, in order, and render it to HTML.
+
+Why a runner of our own rather than a bare ``papermill`` call: the course needs the
+series run *in order* (later notebooks reuse caches the earlier ones fill), it must stop
+at the first failure and say which notebook and which cell failed in one line a CI
+maintainer can read, and the executed copies must be rendered next to an index page.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course_utils import PROFILES
+
+__all__ = [
+    "NotebookFailure",
+    "NotebookResult",
+    "discover_notebooks",
+    "run_notebook",
+    "run_series",
+    "render_html",
+    "write_index",
+]
+
+log = logging.getLogger(__name__)
+
+#: notebooks are named ``NN_title.ipynb`` and run in that order
+_NOTEBOOK_NAME = re.compile(r"^\d\d_.+\.ipynb$")
+
+
+@dataclass
+class NotebookResult:
+    """What happened to one notebook: where it went and how long it took."""
+
+    source: Path
+    output: Path
+    seconds: float
+    ok: bool
+    html: Path | None = None
+    error: str | None = None
+
+
+class NotebookFailure(RuntimeError):
+    """A cell raised. ``cell`` is the 1-based position of the cell in the source notebook
+    (markdown cells count, the parameters injected by papermill do not)."""
+
+    def __init__(self, notebook: Path, cell: int | None, ename: str, evalue: str,
+                 output: Path, source: str = ""):
+        self.notebook, self.cell, self.ename, self.evalue = notebook, cell, ename, evalue
+        self.output, self.source = output, source
+        where = f"cell {cell}" if cell is not None else "an unknown cell"
+        super().__init__(
+            f"{notebook.name}: {where} raised {ename}: {evalue}\n"
+            f"  the executed copy with the full traceback is {output}"
+        )
+
+
+def discover_notebooks(root: str | os.PathLike = "notebooks") -> list[Path]:
+    """The ``NN_*.ipynb`` notebooks under ``root``, in series order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"notebook folder {root} does not exist; run from the course root")
+    return sorted(p for p in root.iterdir() if _NOTEBOOK_NAME.match(p.name))
+
+
+def _source_cell_number(executed: dict, failing_index: int | None) -> int | None:
+    """Map the index of the failing cell in papermill's output (which has an error banner
+    and an injected-parameters cell added) back to its 1-based number in the source."""
+    if failing_index is None:
+        return None
+    cells = executed["cells"]
+    number = 0
+    for i, cell in enumerate(cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
+            continue
+        number += 1
+        if i == failing_index:
+            return number
+    return None
+
+
+def _failing_cell_index(executed: dict) -> int | None:
+    for i, cell in enumerate(executed["cells"]):
+        if cell.get("cell_type") != "code":
+            continue
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return i
+    return None
+
+
+def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
+                 profile: str = "embedded", parameters: dict | None = None,
+                 cell_timeout: int | None = 600, kernel_name: str = "python3",
+                 progress_bar: bool = True, cwd: str | os.PathLike | None = None) -> NotebookResult:
+    """Execute one notebook with papermill; raise :class:`NotebookFailure` if a cell raises."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not one of {', '.join(PROFILES)}")
+    source, output = Path(source), Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    params = {"PROFILE": profile, **(parameters or {})}
+    start = time.perf_counter()
+    env_before = os.environ.get("COURSE_BUILD_DIR")
+    os.environ["COURSE_BUILD_DIR"] = str(output.parent.resolve())
+    try:
+        pm.execute_notebook(
+            str(source), str(output), parameters=params, kernel_name=kernel_name,
+            progress_bar=progress_bar, execution_timeout=cell_timeout,
+            cwd=str(cwd if cwd is not None else source.parent),
+        )
+    except PapermillExecutionError as exc:
+        executed = json.loads(output.read_text()) if output.exists() else {"cells": []}
+        cell = _source_cell_number(executed, _failing_cell_index(executed))
+        raise NotebookFailure(source, cell, exc.ename, exc.evalue, output,
+                              exc.source) from None
+    finally:
+        if env_before is None:
+            os.environ.pop("COURSE_BUILD_DIR", None)
+        else:
+            os.environ["COURSE_BUILD_DIR"] = env_before
+    return NotebookResult(source, output, time.perf_counter() - start, ok=True)
+
+
+def render_html(executed: str | os.PathLike) -> Path:
+    """Render an executed notebook to ``<name>.html`` beside it (images embedded)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    executed = Path(executed)
+    nb = nbformat.read(str(executed), as_version=4)
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    html = executed.with_suffix(".html")
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
+def write_index(results: list[NotebookResult], out_dir: str | os.PathLike, profile: str) -> Path:
+    """``index.html`` linking every executed notebook's HTML page."""
+    out_dir = Path(out_dir)
+    rows = "\n".join(
+        f'<li><a href="{r.html.name}">{r.source.stem}</a> '
+        f'<small>({r.seconds:.1f} s)</small></li>'
+        for r in results if r.html is not None
+    )
+    page = (
+        "<!doctype html>\n<html><head><meta charset='utf-8'>"
+        "<title>Transfer-learning course: executed notebooks</title></head>\n"
+        f"<body><h1>Transfer-learning course</h1><p>Profile: <b>{profile}</b></p>\n"
+        f"<ol>\n{rows}\n</ol></body></html>\n"
+    )
+    index = out_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def run_series(notebooks: list[str | os.PathLike] | None = None, *, profile: str = "embedded",
+               out_dir: str | os.PathLike = "build", cell_timeout: int | None = 600,
+               html: bool = True, parameters: dict | None = None) -> list[NotebookResult]:
+    """Run notebooks in order, stopping at the first failure (which is raised)."""
+    from tqdm.auto import tqdm
+
+    paths = [Path(p) for p in notebooks] if notebooks else discover_notebooks()
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"notebook(s) not found: {', '.join(missing)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[NotebookResult] = []
+    bar = tqdm(paths, desc=f"notebooks ({profile})", unit="nb")
+    for path in bar:
+        bar.set_postfix_str(path.name)
+        result = run_notebook(path, out_dir / path.name, profile=profile,
+                              cell_timeout=cell_timeout, parameters=parameters)
+        if html:
+            result.html = render_html(result.output)
+        results.append(result)
+        log.info("%s done in %.1f s", path.name, result.seconds)
+    if html:
+        write_index(results, out_dir, profile)
+    return results
