@@ -16,7 +16,7 @@ PROFILES = ("smoke", "embedded", "full")
 
 _SUBMODULES = {
     "bench", "cli", "curves", "data", "device", "download", "experiments", "features",
-    "grading", "keras", "models", "plots", "profiles", "runner", "train", "autograde",
+    "grading", "history", "keras", "models", "plots", "results", "runner", "train", "autograde",
 }
 
 
