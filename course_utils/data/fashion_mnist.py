@@ -1,0 +1,194 @@
+"""Fashion-MNIST: from the Debian package, else the cache, else a verified download.
+
+Order of sources (the first that works wins):
+
+1. ``$COURSE_DATA/fashion_mnist/*.npy`` built by an earlier call (a warm load: ``np.load`` of
+   55 MB, well under a second);
+2. the Debian package ``dataset-fashion-mnist`` in ``/usr/share/datasets/fashion-mnist/``;
+3. ``.gz`` files already in ``$COURSE_DATA/fashion_mnist/raw/`` (put there by hand or by an
+   earlier download);
+4. a download from the official URLs (``download=True``), verified against pinned hashes.
+
+Integrity is checked on the *decompressed* idx bytes (``IDX_SHA256`` below), because the
+``.gz`` wrappers differ between sources: Debian re-compressed the official files (no
+file name in the gzip header), so the Debian ``.gz`` files have other md5/sha256 values than
+the ones Zalando publishes, while the images and labels inside are the same. Downloaded
+``.gz`` files are additionally checked against the md5 Zalando publishes in its README.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from course_utils.data.core import ImageData, register
+from course_utils.download import data_home
+
+__all__ = ["load_fashion_mnist", "parse_idx", "CLASSES", "SYSTEM_DIR", "URLS", "FILES",
+           "IDX_SHA256", "GZ_MD5", "DEBIAN_GZ_SHA256"]
+
+log = logging.getLogger(__name__)
+
+#: Label names, in label order (Zalando's README).
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+#: Where the Debian package ``dataset-fashion-mnist`` installs the files.
+SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+#: key -> file name (same names in every source).
+FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+#: Official download locations: Zalando's README, then the copy Keras downloads from.
+URLS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+)
+
+#: sha256 of the decompressed idx files: the identity of the data whatever the gzip wrapper.
+#: Computed from the Debian package's files (``zcat FILE | sha256sum``).
+IDX_SHA256 = {
+    "x_train": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "y_train": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "x_test": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "y_test": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+#: md5 of the official ``.gz`` files as published in Zalando's fashion-mnist README
+#: (the same values torchvision's ``FashionMNIST.resources`` pins).
+GZ_MD5 = {
+    "x_train": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "y_train": "25c81989df183df01b3e8a0aad5dffbe",
+    "x_test": "bef4ecab320f06d8554ea6380940ec79",
+    "y_test": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+#: sha256 of the Debian package's ``.gz`` files (``sha256sum /usr/share/datasets/fashion-mnist/*``);
+#: they differ from the official ``.gz`` because Debian re-compressed them (see module doc).
+DEBIAN_GZ_SHA256 = {
+    "x_train": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "y_train": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "x_test": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "y_test": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+
+_SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28),
+           "y_test": (10000,)}
+
+
+def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode one idx file (the MNIST format: magic, big-endian dims, uint8 payload)."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{source}: not an idx file (bad magic number)")
+    if raw[2] != 0x08:
+        raise ValueError(f"{source}: idx element type 0x{raw[2]:02x} is not uint8 (0x08)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{source}: idx header truncated ({len(raw)} bytes)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise ValueError(f"{source}: idx file is {len(raw)} bytes but its header announces "
+                         f"{expected} (dims {dims}); the file is truncated or corrupt — delete "
+                         "it and load again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_gz(path: Path, key: str) -> np.ndarray:
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError
+        raise ValueError(f"{path}: cannot decompress ({exc}); the file is truncated or corrupt "
+                         "— delete it and load again") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != IDX_SHA256[key]:
+        raise ValueError(f"{path}: decompressed sha256 {digest} does not match the pinned "
+                         f"Fashion-MNIST value {IDX_SHA256[key]}; the file is not the official "
+                         "data — delete it and load again")
+    return parse_idx(raw, str(path))
+
+
+def _cache_valid(cache: Path) -> bool:
+    return all((cache / f"{k}.npy").is_file() for k in FILES)
+
+
+def _load_npy(cache: Path) -> dict[str, np.ndarray] | None:
+    arrays = {}
+    for key, shape in _SHAPES.items():
+        try:
+            a = np.load(cache / f"{key}.npy", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable cache file %s (%s); rebuilding it", cache / f"{key}.npy", exc)
+            return None
+        want = np.uint8 if key.startswith("x") else np.int64
+        if a.shape != shape or a.dtype != want:
+            log.warning("ignoring cache file %s with shape %s dtype %s; rebuilding it",
+                        cache / f"{key}.npy", a.shape, a.dtype)
+            return None
+        arrays[key] = a
+    return arrays
+
+
+def _save_npy(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    for key, a in arrays.items():
+        final = cache / f"{key}.npy"
+        tmp = cache / f".{key}.{os.getpid()}.npy.part"
+        try:
+            with open(tmp, "wb") as fh:  # a handle: np.save(path) would append ".npy"
+                np.save(fh, a, allow_pickle=False)
+            os.replace(tmp, final)  # atomic: readers never see half a file
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _fetch_gz(key: str, raw_dir: Path, download: bool) -> Path:
+    """Path to a verified official ``.gz`` for ``key`` in ``raw_dir``, downloading if allowed."""
+    from course_utils.download import fetch
+
+    return fetch(FILES[key], [u + FILES[key] for u in URLS], raw_dir, md5=GZ_MD5[key],
+                 dataset="fashion_mnist", download=download,
+                 alternative="the Debian package dataset-fashion-mnist (apt install "
+                             "dataset-fashion-mnist), or load('digits') which is bundled "
+                             "with scikit-learn")
+
+
+def load_fashion_mnist(*, root=None, download: bool = True, system_dir=SYSTEM_DIR) -> ImageData:
+    """Fashion-MNIST as uint8 NHW (28x28) images and int64 labels, 60,000 + 10,000.
+
+    ``root``: cache folder (default ``$COURSE_DATA/fashion_mnist``). ``system_dir``: where to
+    look for the Debian package's files (``None`` to skip it).
+    """
+    cache = Path(root) if root is not None else data_home("fashion_mnist")
+    arrays = _load_npy(cache) if _cache_valid(cache) else None
+    if arrays is None:
+        arrays = {}
+        for key in FILES:
+            sys_file = Path(system_dir) / FILES[key] if system_dir is not None else None
+            if sys_file is not None and sys_file.is_file():
+                log.info("reading %s", sys_file)
+                src = sys_file
+            else:
+                src = _fetch_gz(key, cache / "raw", download)
+            a = _read_gz(src, key)
+            if a.shape != _SHAPES[key]:
+                raise ValueError(f"{src}: shape {a.shape}, expected {_SHAPES[key]}")
+            arrays[key] = a.astype(np.int64) if key.startswith("y") else np.ascontiguousarray(a)
+        _save_npy(cache, arrays)
+        log.info("cached Fashion-MNIST as .npy in %s", cache)
+    return ImageData("fashion_mnist", arrays["x_train"], arrays["y_train"], arrays["x_test"],
+                     arrays["y_test"], CLASSES, meta={"cache": str(cache)})
+
+
+register("fashion_mnist", load_fashion_mnist, profile="embedded",
+         description="Zalando Fashion-MNIST, 28x28 grayscale, 10 classes, 60k train + 10k test")
