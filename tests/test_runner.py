@@ -1,0 +1,65 @@
+"""The ``course run`` pipeline: order, failure reporting, HTML rendering."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from course_utils.runner import NotebookFailure, discover_notebooks, run_series
+
+FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
+
+
+def test_failing_notebook_names_the_third_cell_and_exits_nonzero(course_bin, tmp_path):
+    proc = subprocess.run(
+        [str(course_bin), "run", str(FIXTURES / "fails_in_cell3.ipynb"), "--profile", "smoke",
+         "--out", str(tmp_path), "--no-html"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "fails_in_cell3.ipynb: cell 3 raised ValueError" in proc.stderr, proc.stderr
+    assert "deliberate failure in the third cell" in proc.stderr
+    assert (tmp_path / "fails_in_cell3.ipynb").exists()  # executed copy kept for the traceback
+
+
+def test_series_stops_at_first_failure(tmp_path):
+    with pytest.raises(NotebookFailure) as info:
+        run_series([FIXTURES / "fails_in_cell3.ipynb", FIXTURES / "ok_notebook.ipynb"],
+                   profile="smoke", out_dir=tmp_path, html=False)
+    assert info.value.cell == 3 and info.value.ename == "ValueError"
+    assert not (tmp_path / "ok_notebook.ipynb").exists()
+
+
+def test_success_renders_html_index_and_passes_profile(tmp_path):
+    results = run_series([FIXTURES / "ok_notebook.ipynb"], profile="smoke", out_dir=tmp_path)
+    assert [r.ok for r in results] == [True]
+    html = (tmp_path / "ok_notebook.html").read_text()
+    assert "profile smoke" in html
+    index = (tmp_path / "index.html").read_text()
+    assert 'href="ok_notebook.html"' in index
+    # the notebook recorded its figures next to the executed copy
+    assert json.loads((tmp_path / "ok_notebook.json").read_text()) == {"profile": "smoke", "seed": 0}
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="profile='huge' is not one of smoke, embedded, full"):
+        run_series([FIXTURES / "ok_notebook.ipynb"], profile="huge", out_dir=tmp_path)
+
+
+def test_missing_notebook_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.ipynb"):
+        run_series([tmp_path / "nope.ipynb"], out_dir=tmp_path)
+
+
+def test_series_is_discovered_in_order(repo_root):
+    names = [p.name for p in discover_notebooks(repo_root / "notebooks")]
+    assert names, "notebooks/ holds no NN_*.ipynb notebook"
+    assert names == sorted(names) and names[0].startswith("00_")
+
+
+def test_cli_help_lists_subcommands(course_bin):
+    out = subprocess.run([str(course_bin), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for sub in ("run", "data", "bench", "grade"):
+        assert sub in out.stdout
