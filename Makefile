@@ -39,6 +39,10 @@ data: venv system-deps
 
 course: data
 	$(BIN)/course run --profile $(PROFILE) --out $(OUT)
+	@if [ "$(PROFILE)" = embedded ]; then \
+	  echo "Checking the results the course claims (tests/test_embedded_results.py)"; \
+	  COURSE_RESULTS_DIR=$(OUT) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_embedded_results.py; fi
+	@echo "Done: open $(OUT)/index.html"
 
 test: data
 	$(BIN)/python -m pytest

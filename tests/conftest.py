@@ -28,3 +28,30 @@ def course_bin() -> Path:
     if not exe.exists():
         pytest.fail(f"{exe} is missing: install the project with 'pip install -e .' (make test does)")
     return exe
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory) -> Path:
+    """One build folder for the whole session's smoke-profile notebook runs: later notebooks
+    may reuse caches the earlier ones filled, and the page tests read the rendered HTML."""
+    return tmp_path_factory.mktemp("smoke_build")
+
+
+@pytest.fixture(scope="session")
+def smoke_series(smoke_build) -> Path:
+    """The whole series executed on ``smoke`` and rendered, with ``index.html``. Reuses the
+    notebooks test_notebooks.py already executed in this session."""
+    from course_utils.runner import (NotebookResult, discover_notebooks, render_html,
+                                     run_notebook, write_index)
+
+    done = []
+    for nb in discover_notebooks(ROOT / "notebooks"):
+        out = smoke_build / nb.name
+        if out.exists():
+            result = NotebookResult(nb, out, 0.0, ok=True)
+        else:
+            result = run_notebook(nb, out, profile="smoke", cell_timeout=300, progress_bar=False)
+        result.html = render_html(out)
+        done.append(result)
+    write_index(done, smoke_build, "smoke")
+    return smoke_build
