@@ -1,0 +1,272 @@
+"""The course's figures: training curves, confusion matrices and image grids.
+
+Every function draws with matplotlib on the axes you pass (or on a new figure), returns
+the axes and never calls ``plt.show()``: notebooks display figures inline, tests use the
+Agg backend, and a function returning a ``Figure`` would be shown twice in Jupyter when it
+is the last line of a cell. ``axes[0].figure`` gives the figure to save.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import numpy as np
+
+from course_utils.history import History
+
+__all__ = ["plot_history", "plot_confusion_matrix", "image_grid", "RIGHT_COLOR", "WRONG_COLOR"]
+
+log = logging.getLogger(__name__)
+
+#: title colours of :func:`image_grid` for right and wrong predictions
+RIGHT_COLOR = "green"
+WRONG_COLOR = "red"
+
+_TITLES = {"loss": "loss", "acc": "accuracy", "lr": "learning rate", "seconds": "seconds per epoch"}
+
+
+# --------------------------------------------------------------------------- training curves
+
+def _records(h) -> list[dict]:
+    if isinstance(h, History):
+        return h.records
+    if hasattr(h, "records"):  # a History-like object (e.g. loaded by another version)
+        return list(h.records)
+    if isinstance(h, dict) and "records" in h:
+        return list(h["records"])
+    raise TypeError(f"plot_history got {type(h).__name__}; pass a course_utils.history.History "
+                    "(returned by course_utils.train.fit and the Keras helpers) or a list of them")
+
+
+def _column(records, key) -> np.ndarray:
+    return np.array([float(r.get(key, math.nan)) if r.get(key) is not None else math.nan
+                     for r in records], dtype=float)
+
+
+def plot_history(history, ax=None, metrics: Sequence[str] = ("loss", "acc"), *,
+                 labels: Sequence[str] | None = None, mark_best: bool = True):
+    """Training and validation curves per epoch, one panel per metric.
+
+    ``history`` is a :class:`~course_utils.history.History` or a list of them (e.g. a
+    PyTorch and a Keras run): each run gets one colour, training dashed and validation
+    solid. ``metrics`` are ``"loss"``, ``"acc"`` (plotted as ``train_*`` and ``val_*``),
+    ``"lr"`` or ``"seconds"``. ``ax`` is one Axes per metric (a single Axes for one metric).
+    ``labels`` name the runs in the legend (default: the framework, or ``run i``).
+    Returns a NumPy array of the Axes, one per metric.
+    """
+    import matplotlib.pyplot as plt
+
+    histories = list(history) if isinstance(history, (list, tuple)) else [history]
+    if not histories:
+        raise ValueError("plot_history got an empty list of histories")
+    runs = [_records(h) for h in histories]
+    for i, r in enumerate(runs):
+        if not r:
+            raise ValueError(f"history {i} has no epochs: train for at least one epoch before plotting")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics:
+        raise ValueError("metrics is empty: pass e.g. ('loss', 'acc')")
+    if labels is None:
+        fw = [getattr(h, "framework", None) for h in histories]
+        if len(histories) == 1:
+            labels = [""]
+        elif all(fw) and len(set(fw)) == len(fw):
+            labels = fw
+        else:
+            labels = [f"run {i + 1}" for i in range(len(histories))]
+    elif len(labels) != len(histories):
+        raise ValueError(f"{len(labels)} labels for {len(histories)} histories")
+
+    if ax is None:
+        _, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+        axes = axes.ravel()
+    else:
+        axes = np.atleast_1d(np.asarray(ax, dtype=object)).ravel()
+        if len(axes) != len(metrics):
+            raise ValueError(f"ax holds {len(axes)} Axes but metrics={metrics} needs {len(metrics)}")
+
+    for a, metric in zip(axes, metrics):
+        drawn = 0
+        for recs, h, label in zip(runs, histories, labels):
+            epochs = _column(recs, "epoch")
+            prefix = f"{label} " if label else ""
+            color = None
+            if metric in ("lr", "seconds"):
+                series = [(metric, _column(recs, metric), "-o")]
+            else:
+                series = [(f"{prefix}val", _column(recs, f"val_{metric}"), "-o"),
+                          (f"{prefix}train", _column(recs, f"train_{metric}"), "--")]
+            for name, values, style in series:
+                if np.all(np.isnan(values)):
+                    continue
+                kw = {} if color is None else {"color": color}
+                (line,) = a.plot(epochs, values, style, markersize=3, label=name.strip(), **kw)
+                color = line.get_color()
+                drawn += 1
+            best = getattr(h, "best_epoch", None)
+            if mark_best and best is not None and metric not in ("lr", "seconds"):
+                a.axvline(best, color=color or "k", linestyle=":", linewidth=1,
+                          label=f"{prefix}best epoch".strip())
+        if drawn == 0:
+            log.warning("plot_history: no run has values for metric %r", metric)
+        a.set_title(_TITLES.get(metric, metric))
+        a.set_xlabel("epoch")
+        a.set_ylabel(_TITLES.get(metric, metric))
+        if metric == "lr":
+            a.set_yscale("log")
+        a.grid(True, alpha=0.3)
+        if drawn:
+            a.legend(fontsize="small")
+    return axes
+
+
+# --------------------------------------------------------------------------- confusion matrix
+
+def plot_confusion_matrix(y_true, y_pred, classes: Sequence[str] | None = None, ax=None, *,
+                          normalize: str | None = "true", cmap: str = "Blues",
+                          values: bool | None = None, title: str | None = None):
+    """Confusion matrix with true classes as rows and predictions as columns.
+
+    ``normalize`` is ``"true"`` (default: each row sums to 1, so the diagonal is per-class
+    recall), ``"pred"`` (columns sum to 1: precision), ``"all"`` or ``None`` (counts).
+    ``values`` writes each cell's number (default: when there are at most 15 classes).
+    The matrix is kept as ``ax.confusion_matrix_``. Returns the Axes.
+    """
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    y_true = _to_numpy(y_true).ravel()
+    y_pred = _to_numpy(y_pred)
+    if y_pred.ndim == 2:  # logits or probabilities
+        y_pred = y_pred.argmax(axis=1)
+    y_pred = y_pred.ravel()
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} labels but y_pred has {len(y_pred)}")
+    if normalize not in (None, "true", "pred", "all"):
+        raise ValueError(f"normalize={normalize!r}: use 'true', 'pred', 'all' or None")
+    n = len(classes) if classes is not None else int(max(y_true.max(initial=0), y_pred.max(initial=0))) + 1
+    if classes is not None and len(y_true) and max(y_true.max(), y_pred.max()) >= n:
+        raise ValueError(f"labels go up to {int(max(y_true.max(), y_pred.max()))} but classes has "
+                         f"{n} names; pass all class names")
+    names = list(classes) if classes is not None else [str(i) for i in range(n)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cm = confusion_matrix(y_true, y_pred, labels=np.arange(n), normalize=normalize)
+    cm = np.nan_to_num(cm)
+    if ax is None:
+        size = max(4.0, 0.55 * n + 2)
+        _, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(cm, cmap=cmap, vmin=0, vmax=1 if normalize else None)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if values is None:
+        values = n <= 15
+    if values:
+        thresh = (cm.max() + cm.min()) / 2
+        for i in range(n):
+            for j in range(n):
+                txt = f"{cm[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+                ax.text(j, i, txt, ha="center", va="center", fontsize="small",
+                        color="white" if cm[i, j] > thresh else "black")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_yticklabels(names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = float(np.mean(y_true == y_pred)) if len(y_true) else math.nan
+    ax.set_title(title if title is not None else f"Confusion matrix (accuracy {acc:.1%})")
+    ax.confusion_matrix_ = cm
+    return ax
+
+
+# --------------------------------------------------------------------------- image grid
+
+def _to_numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    elif hasattr(a, "numpy") and not isinstance(a, np.ndarray):  # tf tensor
+        a = a.numpy()
+    return np.asarray(a)
+
+
+def _displayable(images) -> np.ndarray:
+    """NHW or NHWC array with values in [0, 1] (floats) or uint8."""
+    x = _to_numpy(images)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = x.transpose(0, 2, 3, 1)  # NCHW (PyTorch) -> NHWC
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] != 3):
+        raise ValueError(f"images of shape {x.shape}: expected N×H×W, N×H×W×C or N×C×H×W with C in (1, 3)")
+    if x.dtype == np.uint8:
+        return x
+    x = x.astype(np.float32)
+    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    if lo < 0.0 or hi > 1.0:
+        # normalised inputs (mean/std) or 0..255 floats: rescale each image to [0, 1] for display
+        axes = tuple(range(1, x.ndim))
+        mn, mx = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
+        x = (x - mn) / np.maximum(mx - mn, 1e-12)
+    return x
+
+
+def image_grid(images, labels=None, preds=None, classes: Sequence[str] | None = None, *,
+               ncols: int = 8, max_images: int | None = 64, fig=None, axes=None,
+               cmap: str = "gray", title: str | None = None):
+    """Show images in a grid with their labels, and predictions coloured right or wrong.
+
+    ``images``: N×H×W, N×H×W×C or N×C×H×W (NumPy, PyTorch or TensorFlow; normalised floats
+    are rescaled for display). With ``preds`` (labels, or logits N×K) each title reads
+    ``"pred (true label)"`` in green when right and red when wrong; with ``labels`` only,
+    the title is the label. ``fig`` or ``axes`` (at least as many as images) let you draw
+    into an existing figure. Returns the array of Axes used (one per image).
+    """
+    import matplotlib.pyplot as plt
+
+    x = _displayable(images)
+    n = len(x) if max_images is None else min(len(x), int(max_images))
+    if n == 0:
+        raise ValueError("image_grid got no images")
+    x = x[:n]
+    y = None if labels is None else _to_numpy(labels).ravel()[:n]
+    p = None
+    if preds is not None:
+        p = _to_numpy(preds)
+        p = (p.argmax(axis=1) if p.ndim == 2 else p.ravel())[:n]
+    for name, arr in (("labels", y), ("preds", p)):
+        if arr is not None and len(arr) < n:
+            raise ValueError(f"{name} has {len(arr)} entries for {n} images")
+    if ncols < 1:
+        raise ValueError(f"ncols={ncols}: use a positive number of columns")
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    if axes is None:
+        if fig is None:
+            fig = plt.figure(figsize=(1.6 * ncols, 1.9 * nrows))
+        axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False), dtype=object).ravel()
+    else:
+        axes = np.atleast_1d(np.asarray(axes, dtype=object)).ravel()
+        if len(axes) < n:
+            raise ValueError(f"axes holds {len(axes)} Axes for {n} images")
+
+    def name(k):
+        k = int(k)
+        return classes[k] if classes is not None and 0 <= k < len(classes) else str(k)
+
+    for i, a in enumerate(axes):
+        a.set_axis_off()
+        if i >= n:
+            continue
+        a.imshow(x[i], cmap=cmap if x[i].ndim == 2 else None,
+                 vmin=0, vmax=255 if x.dtype == np.uint8 else 1)
+        if p is not None:
+            text = name(p[i]) if y is None else f"{name(p[i])}\n({name(y[i])})"
+            color = "black" if y is None else (RIGHT_COLOR if p[i] == y[i] else WRONG_COLOR)
+            a.set_title(text, color=color, fontsize="small")
+        elif y is not None:
+            a.set_title(name(y[i]), fontsize="small")
+    if title:
+        axes[0].figure.suptitle(title)
+    return axes[:n]
