@@ -107,7 +107,7 @@ def describe_device(device=None) -> str:
     return f"{what} - {why}"
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> int:
+def seed_everything(seed: int, deterministic: bool | None = False) -> int:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA
     device) from one integer, so the same seed gives the same numbers.
 
@@ -115,7 +115,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
     (``torch.use_deterministic_algorithms``, cuDNN deterministic and no benchmark autotuning,
     and the cuBLAS workspace setting CUDA needs). On the CPU runs are already repeatable; on
     a GPU this trades speed for bit-identical reruns. ``False`` switches those settings off
-    again. Returns the seed.
+    again; ``None`` leaves them as they are (``fit`` seeds this way, so it does not undo a
+    determinism switch set by the notebook). Returns the seed.
     """
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
@@ -125,6 +126,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic is None:
+        log.debug("seeded python, numpy and torch with %d", seed)
+        return seed
     if deterministic:
         # cuBLAS reads this when its handle is created; it must be set before the first matmul
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
