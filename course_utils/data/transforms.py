@@ -1,0 +1,214 @@
+"""Image transforms: the anchors' per-sample pipelines and their batched counterparts.
+
+Two families, same semantics:
+
+* **Per-sample** (``train_transform``, ``eval_transform``): torchvision ``transforms.v2``
+  pipelines for a ``Dataset``/``DataLoader`` — RandomResizedCrop + horizontal flip for
+  training and Resize + CenterCrop for evaluation, as in the PyTorch transfer-learning
+  tutorial and d2l's hotdog chapter; grayscale repeated to 3 channels for ImageNet
+  backbones; ImageNet normalisation.
+* **Batched** (``random_resized_crop_flip``, ``resize_center_crop``, ``normalize_batch``):
+  the same operations on a whole NCHW batch at once, for :class:`~course_utils.data.FastLoader`.
+  Crop boxes are drawn per image (torchvision's sampling rule); crop + resize + flip of the
+  whole batch are two batched matrix products with per-image separable resampling matrices
+  (bilinear with antialiasing, the weights torchvision uses), so there is no Python loop and
+  no PIL call per sample.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD",
+           "train_transform", "eval_transform", "sample_crop_boxes",
+           "resample_matrices", "random_resized_crop_flip", "random_flip", "resize_center_crop", "normalize_batch"]
+
+#: torchvision's ImageNet statistics (ResNet, VGG, MobileNetV2); same values as
+#: ``course_utils.models.imagenet``.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The [-1, 1] scaling that TF-trained weights (EfficientNet-Lite) expect.
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+DEFAULT_SCALE = (0.08, 1.0)
+DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def _resize_for(size: int, crop_pct: float) -> int:
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct={crop_pct!r}: use a fraction in (0, 1], e.g. 0.875 (=224/256)")
+    return int(math.floor(size / crop_pct))
+
+
+# --------------------------------------------------------------------------- per-sample
+
+def train_transform(size: int = 224, *, scale: Sequence[float] = DEFAULT_SCALE,
+                    ratio: Sequence[float] = DEFAULT_RATIO, rgb: bool = True,
+                    mean: Sequence[float] | None = IMAGENET_MEAN,
+                    std: Sequence[float] | None = IMAGENET_STD, flip: bool = True):
+    """The anchors' training pipeline for one image (PIL image or uint8 CHW tensor):
+    RandomResizedCrop(size) + RandomHorizontalFlip, gray -> 3 channels, float, normalise."""
+    from torchvision.transforms import v2 as T
+
+    steps = [T.ToImage()]
+    if rgb:
+        steps.append(T.RGB())  # repeats a single channel, leaves RGB alone
+    steps.append(T.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), antialias=True))
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps.append(T.ToDtype(torch.float32, scale=True))
+    if mean is not None:
+        steps.append(T.Normalize(list(mean), list(std)))
+    return T.Compose(steps)
+
+
+def eval_transform(size: int = 224, *, crop_pct: float = 0.875, rgb: bool = True,
+                   mean: Sequence[float] | None = IMAGENET_MEAN,
+                   std: Sequence[float] | None = IMAGENET_STD):
+    """The anchors' evaluation pipeline for one image: Resize(size / crop_pct) (256 for
+    224) + CenterCrop(size), gray -> 3 channels, float, normalise. ``crop_pct=1`` resizes
+    straight to ``size`` without cropping (better for small, centred images)."""
+    from torchvision.transforms import v2 as T
+
+    steps = [T.ToImage()]
+    if rgb:
+        steps.append(T.RGB())
+    steps += [T.Resize(_resize_for(size, crop_pct), antialias=True), T.CenterCrop(size),
+              T.ToDtype(torch.float32, scale=True)]
+    if mean is not None:
+        steps.append(T.Normalize(list(mean), list(std)))
+    return T.Compose(steps)
+
+
+# --------------------------------------------------------------------------- batched
+
+def sample_crop_boxes(n: int, height: int, width: int, *, scale=DEFAULT_SCALE,
+                      ratio=DEFAULT_RATIO, generator: torch.Generator | None = None,
+                      attempts: int = 10) -> torch.Tensor:
+    """``n`` crop boxes ``(top, left, h, w)`` (float) by torchvision's RandomResizedCrop rule:
+    area fraction ~ U(scale), log aspect ratio ~ U(log ratio); the first of ``attempts``
+    draws that fits is used, else a centred crop at the nearest allowed ratio."""
+    if not (0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f"scale={tuple(scale)!r}: use 0 < min <= max <= 1")
+    if not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"ratio={tuple(ratio)!r}: use 0 < min <= max")
+    area = height * width
+    u = torch.rand(n, attempts, 2, generator=generator, dtype=torch.float64)
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[..., 1]
+    ar = torch.exp(log_r)
+    w = torch.sqrt(target * ar).round()
+    h = torch.sqrt(target / ar).round()
+    ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
+    # fallback: whole image cropped to the allowed aspect range, centred
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fh, fw = height, round(height * ratio[1])
+    else:
+        fw, fh = width, height
+    rows = torch.arange(n)
+    sel = first.clamp(min=0)
+    hh = torch.where(first >= 0, h[rows, sel], torch.full((n,), float(fh), dtype=torch.float64))
+    ww = torch.where(first >= 0, w[rows, sel], torch.full((n,), float(fw), dtype=torch.float64))
+    pos = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    top = torch.where(first >= 0, torch.floor(pos[:, 0] * (height - hh + 1)), torch.floor((height - hh) / 2))
+    left = torch.where(first >= 0, torch.floor(pos[:, 1] * (width - ww + 1)), torch.floor((width - ww) / 2))
+    return torch.stack([top, left, hh, ww], 1)
+
+
+def resample_matrices(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int,
+                      *, antialias: bool = True, dtype=torch.float32) -> torch.Tensor:
+    """Per-image 1-D resampling matrices ``(N, out_size, in_size)`` that map the window
+    ``[start, start + length)`` of an axis onto ``out_size`` samples.
+
+    Bilinear (triangle) weights at pixel centres, renormalised over the pixels inside the
+    window — the rule PIL and torchvision (``antialias=True``) use — with the triangle widened
+    by the shrink factor when a window is shrunk, so downscaling is antialiased too. Applying
+    a row and a column matrix to an image is a crop followed by a resize."""
+    start = start.to(torch.float64).view(-1, 1, 1)
+    length = length.to(torch.float64).view(-1, 1, 1)
+    j = torch.arange(out_size, dtype=torch.float64).view(1, -1, 1)
+    k = torch.arange(in_size, dtype=torch.float64).view(1, 1, -1)
+    step = length / out_size
+    src = start + (j + 0.5) * step - 0.5
+    support = torch.clamp(step, min=1.0) if antialias else torch.ones_like(step)
+    w = torch.clamp(1.0 - (src - k).abs() / support, min=0.0)
+    w = w * ((k >= start) & (k < start + length))
+    w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
+    return w.to(dtype)
+
+
+def random_resized_crop_flip(x: torch.Tensor, size: int | tuple[int, int], *,
+                             scale=DEFAULT_SCALE, ratio=DEFAULT_RATIO, flip: bool = True,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+    """RandomResizedCrop(size) (+ horizontal flip with p=0.5) on a float NCHW batch.
+
+    Each image gets its own crop box (torchvision's sampling rule, integer boxes); the crop,
+    resize and flip of the whole batch are two batched matrix products with per-image
+    separable resampling matrices (:func:`resample_matrices`; the flip reverses the column
+    matrix). Random numbers come from ``generator`` on the CPU, so a seed gives the same
+    boxes on every device."""
+    if x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a float NCHW batch, got {x.dtype} with shape {tuple(x.shape)}")
+    n, c, H, W = x.shape
+    oh, ow = (size, size) if isinstance(size, int) else size
+    boxes = sample_crop_boxes(n, H, W, scale=scale, ratio=ratio, generator=generator)
+    top, left, h, w = boxes.unbind(1)
+    rows = resample_matrices(top, h, H, oh, dtype=x.dtype)            # (N, oh, H)
+    cols = resample_matrices(left, w, W, ow, dtype=x.dtype)           # (N, ow, W)
+    if flip:
+        flips = torch.rand(n, generator=generator) < 0.5
+        cols = torch.where(flips[:, None, None], cols.flip(1), cols)
+    rows, cols_t = rows.to(x.device).unsqueeze(1), cols.transpose(1, 2).to(x.device).unsqueeze(1)
+    if oh * H * W + oh * W * ow <= H * W * ow + oh * H * ow:
+        return torch.matmul(torch.matmul(rows, x), cols_t)
+    return torch.matmul(rows, torch.matmul(x, cols_t))
+
+
+def random_flip(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Horizontal flip of each image of an NCHW batch with probability 0.5."""
+    flips = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
+
+
+def resize_center_crop(x: torch.Tensor, size: int, *, crop_pct: float = 1.0) -> torch.Tensor:
+    """Resize a float NCHW batch so its shorter side is ``size / crop_pct`` and centre-crop
+    ``size`` x ``size``: the batched eval transform (``crop_pct=1``: a plain resize)."""
+    H, W = x.shape[-2:]
+    short = _resize_for(size, crop_pct)
+    nh, nw = (short, max(short, round(W * short / H))) if H <= W else (max(short, round(H * short / W)), short)
+    if (nh, nw) != (H, W):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False,
+                          antialias=nh < H or nw < W)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def normalize_batch(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
+                    *, rgb: bool = False, input_scale: float = 1.0 / 255.0) -> torch.Tensor:
+    """``(x * input_scale - mean) / std`` per channel in one fused op. A 1-channel batch with
+    ``rgb=True`` comes out with 3 channels (the gray value repeated, then normalised with
+    each channel's statistics), which is what an ImageNet backbone expects."""
+    c = x.shape[1]
+    out_c = 3 if (rgb and c == 1) else c
+    if rgb and c not in (1, 3):
+        raise ValueError(f"rgb=True needs 1 or 3 input channels, got {c}")
+    if mean is None:
+        mean, std = (0.0,) * out_c, (1.0,) * out_c
+    mean, std = tuple(mean), tuple(std)
+    if len(mean) == 1 and out_c > 1:
+        mean, std = mean * out_c, std * out_c
+    if len(mean) != out_c or len(std) != out_c:
+        raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {out_c}-channel images"
+                         + ("; pass rgb=True to repeat grayscale to 3 channels" if c == 1 else ""))
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    a, b = input_scale / s, -m / s
+    return torch.addcmul(b, x, a) if out_c == c else torch.addcmul(b, x.expand(-1, out_c, -1, -1), a)
