@@ -27,6 +27,14 @@ class Weights:
     meta: dict
     transforms: Callable[[], Callable]
     online: bool = False  # True if loading them needs the network (the ``full`` profile)
+    model: str = ""  # the registry name of the model they belong to
+
+    def __reduce__(self):
+        # pickle by reference (registry lookup): ``transforms`` may be a lambda, and a model
+        # sent to another process (torch.save(model), multiprocessing spawn) carries these
+        if self.model:
+            return (_lookup_weights, (self.model, self.name))
+        return super().__reduce__()
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,11 @@ class ModelSpec:
     weights: dict[str, Weights] = field(default_factory=dict)
     default_num_classes: int = 1000
     description: str = ""
+
+    def __reduce__(self):
+        # pickle by name: models made by create_model carry their spec, whose builders may
+        # be closures; the receiving process finds the same spec in its registry
+        return (get_spec, (self.name,))
 
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -72,6 +85,10 @@ def get_spec(name_or_model: str | nn.Module) -> ModelSpec:
     if name_or_model not in REGISTRY:
         raise ValueError(f"unknown model {name_or_model!r}; choose one of: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name_or_model]
+
+
+def _lookup_weights(model: str, name: str) -> Weights:
+    return get_spec(model).weights[name]
 
 
 def _resolve_weights(spec: ModelSpec, weights) -> Weights | None:

