@@ -482,8 +482,8 @@ def fit(model: nn.Module, train: Iterable, val: Iterable | None = None, *, epoch
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval = {scheduler_interval!r}; use 'epoch' or 'step'")
 
-    distributed = ddp.init_distributed()
     dev = get_device(device)
+    distributed = ddp.init_distributed("nccl" if dev.type == "cuda" else "gloo")
     if distributed and dev.type == "cuda":
         dev = torch.device("cuda", ddp.local_rank())
         torch.cuda.set_device(dev)
