@@ -1,0 +1,54 @@
+"""Checkers that the nbgrader tests of the course's assignments call.
+
+Each checker asserts one behaviour of a student's answer and, when it is wrong, raises
+``AssertionError`` with a message that says what is wrong and where ("layer4 is still
+frozen: expected requires_grad=True on its 8 parameter tensors"). They inspect behaviour
+(``requires_grad`` flags, an optimizer's parameter groups as sets of tensors, BatchNorm
+modes, values after a forward pass or a training step), never the code, so any correct
+solution passes. A wrong answer never makes a checker raise anything but
+``AssertionError``; a checker called with impossible expectations (an instructor's mistake)
+raises :class:`GradingSetupError`.
+
+The framework modules are imported on first use: a Keras assignment that imports
+``check_keras_trainable`` does not pay for importing PyTorch, and vice versa.
+"""
+from __future__ import annotations
+
+import importlib
+
+__all__ = [
+    "GradingSetupError",
+    # framework-free
+    "check_close", "check_in_range", "check_choice",
+    # learning curves
+    "check_learning_curve", "check_regime",
+    # PyTorch
+    "check_frozen", "check_trainable_count", "check_param_groups", "check_bn_in_inference",
+    "check_state_dict_loaded",
+    # Keras
+    "check_keras_trainable", "check_keras_bn_inference", "check_keras_compiled",
+    "check_keras_train_step",
+]
+
+_HOME = {
+    "GradingSetupError": "_common",
+    "check_close": "basic", "check_in_range": "basic", "check_choice": "basic",
+    "check_learning_curve": "curves_checks", "check_regime": "curves_checks",
+    "check_frozen": "torch_checks", "check_trainable_count": "torch_checks",
+    "check_param_groups": "torch_checks", "check_bn_in_inference": "torch_checks",
+    "check_state_dict_loaded": "torch_checks",
+    "check_keras_trainable": "keras_checks", "check_keras_bn_inference": "keras_checks",
+    "check_keras_compiled": "keras_checks", "check_keras_train_step": "keras_checks",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
