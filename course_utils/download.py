@@ -1,16 +1,282 @@
-"""Verified, cached, atomic downloads and safe extraction.
+"""Verified, cached, atomic downloads and safe archive extraction.
 
-(Step 1 stub: cache root only; the downloader follows.)
+What pooch does here (``pooch.retrieve`` + ``pooch.HTTPDownloader``): stream the file into
+a temporary file *in the cache folder*, check its hash, and only then move it into place;
+delete the temporary file on any error, including ``KeyboardInterrupt``; re-download a
+cached file whose hash does not match; progress bar (a ``tqdm.auto`` bar is passed in);
+HTTP timeout.
+
+What is written by hand below, because pooch lacks it:
+
+* several hashes per file: pooch checks one; anchors publish md5 or sha1 (torchvision,
+  d2l) while sha256 comes from elsewhere, so every hash given is checked;
+* mirrors: the URLs are tried in order;
+* an offline error that names the dataset, the URLs, the exact cache path where a copy can
+  be put by hand, and the embedded alternative (pooch raises a bare ``requests`` error);
+* ``download=False``: verify what is in the cache and never touch the network;
+* trust on first use, only for an archive whose publisher gives no hash at all: the hash of
+  the first download is recorded next to it and enforced afterwards (callers also check
+  the extracted content);
+* safe, atomic extraction: pooch's ``Unzip``/``Untar`` extract in place (an interrupted
+  extraction leaves a half tree that pooch later takes as complete) and, on Python 3.11,
+  unpack tar members without a filter. :func:`extract` first checks every member and
+  refuses absolute paths, ``..`` components, links that leave the target, devices and
+  fifos; then it unpacks into a temporary sibling folder and renames it into place.
+
+The cache root is ``$COURSE_DATA`` (default ``~/.cache/course_utils``), see :func:`data_home`.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
-from pathlib import Path
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Sequence
 
-__all__ = ["data_home"]
+__all__ = ["data_home", "fetch", "extract", "verify", "file_hash", "check_archive_members",
+           "DownloadError", "ChecksumError", "UnsafeArchiveError", "ArchiveError"]
+
+log = logging.getLogger(__name__)
+
+#: Strongest first: the first hash given is the one pooch checks while downloading.
+HASH_ALGORITHMS = ("sha256", "sha1", "md5")
+
+
+class DownloadError(OSError):
+    """The file is not in the cache and could not be downloaded (offline, server error,
+    ``download=False``). The message says where a copy can be put by hand."""
+
+
+class ChecksumError(ValueError):
+    """A file's hash differs from the pinned value; the file was removed."""
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would land outside the target folder; nothing was extracted."""
+
+
+class ArchiveError(ValueError):
+    """An archive is truncated or corrupt; nothing was extracted."""
 
 
 def data_home(sub: str | None = None) -> Path:
     """Cache root: ``$COURSE_DATA`` if set, else ``~/.cache/course_utils`` (optionally ``/sub``)."""
     root = Path(os.environ.get("COURSE_DATA") or Path.home() / ".cache" / "course_utils").expanduser()
     return root / sub if sub else root
+
+
+def file_hash(path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hashes(sha256=None, sha1=None, md5=None) -> dict[str, str]:
+    given = {"sha256": sha256, "sha1": sha1, "md5": md5}
+    return {alg: v.lower() for alg, v in given.items() if v}
+
+
+def verify(path, *, sha256: str | None = None, sha1: str | None = None,
+           md5: str | None = None) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` matches every hash given."""
+    for alg, expected in _hashes(sha256, sha1, md5).items():
+        got = file_hash(path, alg)
+        if got != expected:
+            raise ChecksumError(f"{path}: {alg} is {got} but the pinned value is {expected}; "
+                                "the file is corrupt, truncated or not the official one")
+
+
+def _tofu_file(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".sha256")
+
+
+def _offline_message(dataset, fname, urls, dest, hashes, alternative, reason) -> str:
+    pins = ", ".join(f"{a} {v}" for a, v in hashes.items()) or "no published hash"
+    lines = [f"Cannot get {fname!r} for dataset {dataset or fname!r}: {reason}.",
+             "  Download it from: " + " or ".join(urls),
+             f"  and put it at:    {dest}",
+             f"  (it is checked against {pins})."]
+    if alternative:
+        lines.append(f"  Without internet, use {alternative}.")
+    return "\n".join(lines)
+
+
+def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None = None,
+          sha1: str | None = None, md5: str | None = None, dataset: str | None = None,
+          download: bool = True, alternative: str | None = None, timeout: float = 60.0,
+          progress: bool = True, trust_on_first_use: bool = False) -> Path:
+    """Path to ``folder/fname``, verified against every hash given, downloading it first
+    (from the first of ``urls`` that works) when it is missing or does not verify.
+
+    At least one hash is required unless ``trust_on_first_use=True`` (for publishers that
+    give none): then the sha256 of the first download is stored in ``fname.sha256`` and
+    enforced from then on. A wrong cached file is deleted and fetched again; a download that
+    fails (network, HTTP error, connection cut, hash mismatch, Ctrl-C) leaves no file behind.
+    """
+    import pooch
+    import requests
+    from tqdm.auto import tqdm
+
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    folder = Path(folder)
+    dest = folder / fname
+    hashes = _hashes(sha256, sha1, md5)
+    if not hashes and trust_on_first_use and _tofu_file(dest).is_file():
+        hashes = {"sha256": _tofu_file(dest).read_text().split()[0]}
+    if not hashes and not trust_on_first_use:
+        raise ValueError(f"fetch({fname!r}): pass sha256=, sha1= or md5= — unverified downloads "
+                         "are refused")
+    if dest.is_file():
+        try:
+            verify(dest, **hashes)
+            log.info("using cached %s", dest)
+            return dest
+        except ChecksumError as exc:
+            log.warning("%s; deleting it%s", exc, " and downloading again" if download else "")
+            dest.unlink()
+    if not download:
+        raise DownloadError(_offline_message(dataset, fname, urls, dest, hashes, alternative,
+                                             "it is not in the cache and download=False"))
+    folder.mkdir(parents=True, exist_ok=True)
+    primary = next(iter(hashes.items()), None)
+    known = f"{primary[0]}:{primary[1]}" if primary else None
+    failures = []
+    for url in urls:
+        bar = tqdm(total=1, unit="B", unit_scale=True, desc=fname, leave=False) if progress else False
+        downloader = pooch.HTTPDownloader(progressbar=bar, timeout=timeout)
+        try:
+            log.info("downloading %s from %s", fname, url)
+            pooch.retrieve(url, known_hash=known, fname=fname, path=folder,
+                           downloader=downloader, progressbar=False)
+        except ValueError as exc:  # pooch: hash mismatch; its temporary file is already gone
+            failures.append(f"{url}: wrong checksum ({exc})")
+            continue
+        except (requests.exceptions.RequestException, OSError) as exc:
+            failures.append(f"{url}: {type(exc).__name__}: {exc}")
+            continue
+        finally:
+            if bar:
+                bar.close()
+        try:
+            verify(dest, **hashes)  # the hashes pooch did not check
+        except ChecksumError as exc:
+            dest.unlink(missing_ok=True)
+            failures.append(f"{url}: {exc}")
+            continue
+        if not hashes:
+            digest = file_hash(dest)
+            _tofu_file(dest).write_text(f"{digest}  {fname}\n")
+            log.warning("%s has no published checksum; recorded sha256 %s of this first "
+                        "download in %s and will enforce it from now on", fname, digest,
+                        _tofu_file(dest))
+        return dest
+    reason = "every download failed:\n    " + "\n    ".join(failures)
+    if all("wrong checksum" in f or "pinned value" in f for f in failures):
+        raise ChecksumError(_offline_message(dataset, fname, urls, dest, hashes, alternative, reason))
+    raise DownloadError(_offline_message(dataset, fname, urls, dest, hashes, alternative, reason))
+
+
+# --------------------------------------------------------------------------- extraction
+
+def _unsafe_name(name: str) -> str | None:
+    """Why ``name`` may not be extracted, or None when it is a plain relative path."""
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if ".." in parts:
+        return "'..' component"
+    return None
+
+
+def _link_escapes(member_name: str, link_target: str) -> bool:
+    if _unsafe_name(link_target) == "absolute path":
+        return True
+    base = PurePosixPath(member_name.replace("\\", "/")).parent
+    depth = 0
+    for part in (base / link_target.replace("\\", "/")).parts:
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in (".", ""):
+            depth += 1
+    return False
+
+
+def check_archive_members(archive) -> list[str]:
+    """Names of the members of a zip or tar ``archive`` after checking that each one stays
+    inside the target: raises :class:`UnsafeArchiveError` naming the first bad member."""
+    archive = Path(archive)
+    problems = []
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            names = zf.namelist()
+            for info in zf.infolist():
+                why = _unsafe_name(info.filename)
+                mode = info.external_attr >> 16
+                if why is None and stat.S_ISLNK(mode):
+                    why = "symbolic link"  # zipfile would write it as a file; refuse instead
+                if why:
+                    problems.append(f"{info.filename!r} ({why})")
+    else:
+        try:
+            with tarfile.open(archive) as tf:
+                members = tf.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise ArchiveError(f"{archive}: not a readable zip or tar archive ({exc}); it is "
+                               "truncated or corrupt — delete it and download again") from exc
+        names = [m.name for m in members]
+        for m in members:
+            why = _unsafe_name(m.name)
+            if why is None and (m.issym() or m.islnk()) and _link_escapes(
+                    m.name if m.issym() else "", m.linkname):
+                why = f"link to {m.linkname!r} outside the target"
+            if why is None and (m.isdev() or m.isfifo()):
+                why = "device or fifo"
+            if why:
+                problems.append(f"{m.name!r} ({why})")
+    if problems:
+        raise UnsafeArchiveError(f"{archive}: refusing to extract, member(s) would escape the "
+                                 f"target folder: {', '.join(problems[:5])}"
+                                 + (f" and {len(problems) - 5} more" if len(problems) > 5 else ""))
+    return names
+
+
+def extract(archive, target) -> Path:
+    """Extract a zip or tar archive into the folder ``target``, safely and atomically.
+
+    Every member is checked first (:func:`check_archive_members`); the archive is unpacked
+    into a temporary sibling folder that replaces ``target`` only when everything was
+    written, so an error or Ctrl-C never leaves a partial tree at ``target``.
+    """
+    archive, target = Path(archive), Path(target)
+    check_archive_members(archive)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+        else:
+            with tarfile.open(archive) as tf:
+                tf.extractall(tmp, filter="data")  # belt and braces on top of the checks
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise ArchiveError(f"{archive}: extraction failed ({type(exc).__name__}: {exc}); the "
+                           "archive is truncated or corrupt — delete it and download again; "
+                           f"nothing was written to {target}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("extracted %s to %s", archive, target)
+    return target

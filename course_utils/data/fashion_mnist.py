@@ -13,7 +13,9 @@ Integrity is checked on the *decompressed* idx bytes (``IDX_SHA256`` below), bec
 ``.gz`` wrappers differ between sources: Debian re-compressed the official files (no
 file name in the gzip header), so the Debian ``.gz`` files have other md5/sha256 values than
 the ones Zalando publishes, while the images and labels inside are the same. Downloaded
-``.gz`` files are additionally checked against the md5 Zalando publishes in its README.
+``.gz`` files are checked against the md5 Zalando publishes in its README *and* the sha256
+TensorFlow Datasets pins for the same URLs (Zalando publishes no sha256), then their content
+against ``IDX_SHA256``.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from course_utils.data.core import ImageData, register
 from course_utils.download import data_home
 
 __all__ = ["load_fashion_mnist", "parse_idx", "CLASSES", "SYSTEM_DIR", "URLS", "FILES",
-           "IDX_SHA256", "GZ_MD5", "DEBIAN_GZ_SHA256"]
+           "IDX_SHA256", "GZ_MD5", "GZ_SHA256", "DEBIAN_GZ_SHA256"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,15 @@ GZ_MD5 = {
     "y_train": "25c81989df183df01b3e8a0aad5dffbe",
     "x_test": "bef4ecab320f06d8554ea6380940ec79",
     "y_test": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+#: sha256 of the official ``.gz`` files as pinned by TensorFlow Datasets
+#: (``tensorflow_datasets/url_checksums/fashion_mnist.txt``; Zalando itself publishes md5 only).
+GZ_SHA256 = {
+    "x_train": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "y_train": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "x_test": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "y_test": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
 }
 
 #: sha256 of the Debian package's ``.gz`` files (``sha256sum /usr/share/datasets/fashion-mnist/*``);
@@ -156,7 +167,8 @@ def _fetch_gz(key: str, raw_dir: Path, download: bool) -> Path:
     """Path to a verified official ``.gz`` for ``key`` in ``raw_dir``, downloading if allowed."""
     from course_utils.download import fetch
 
-    return fetch(FILES[key], [u + FILES[key] for u in URLS], raw_dir, md5=GZ_MD5[key],
+    return fetch(FILES[key], [u + FILES[key] for u in URLS], raw_dir, sha256=GZ_SHA256[key],
+                 md5=GZ_MD5[key],
                  dataset="fashion_mnist", download=download,
                  alternative="the Debian package dataset-fashion-mnist (apt install "
                              "dataset-fashion-mnist), or load('digits') which is bundled "
@@ -174,13 +186,22 @@ def load_fashion_mnist(*, root=None, download: bool = True, system_dir=SYSTEM_DI
     if arrays is None:
         arrays = {}
         for key in FILES:
-            sys_file = Path(system_dir) / FILES[key] if system_dir is not None else None
-            if sys_file is not None and sys_file.is_file():
-                log.info("reading %s", sys_file)
-                src = sys_file
-            else:
+            a = None
+            candidates = [Path(system_dir) / FILES[key]] if system_dir is not None else []
+            candidates.append(cache / "raw" / FILES[key])  # any gzip wrapper of the right content
+            for src in candidates:
+                if src.is_file():
+                    try:
+                        a = _read_gz(src, key)
+                        log.info("read %s", src)
+                        break
+                    except ValueError as exc:
+                        log.warning("%s", exc)
+                        if src.parent == cache / "raw":
+                            src.unlink()  # never leave a bad file in the cache
+            if a is None:
                 src = _fetch_gz(key, cache / "raw", download)
-            a = _read_gz(src, key)
+                a = _read_gz(src, key)
             if a.shape != _SHAPES[key]:
                 raise ValueError(f"{src}: shape {a.shape}, expected {_SHAPES[key]}")
             arrays[key] = a.astype(np.int64) if key.startswith("y") else np.ascontiguousarray(a)
