@@ -245,3 +245,21 @@ def test_load_matching_state_dict_drops_the_whole_blocker_layer_and_strips_modul
     assert torch.equal(target.block1[1].bn.weight, before["block1.1.bn.weight"])
     assert torch.equal(target.block1[1].conv.weight, source.block1[1].conv.weight)
     assert "stopped at 'block1.1.bn.bias'" in str(res)
+
+
+def test_frozen_backbone_is_bit_identical_after_fit():
+    train = pytest.importorskip("course_utils.train")
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, 1, 28, 28, generator=g) * 2 + 1, torch.randint(0, 10, (8,), generator=g))
+            for _ in range(3)]
+    model = M.freeze(small(), upto="head")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam(M.param_groups(model, lr=1e-3))
+    hist = train.fit(model, data, data[:1], epochs=2, optimizer=opt, progress=False,
+                     restore_best=False)
+    assert len(hist.records) == 2
+    after = model.state_dict()
+    for k, v in before.items():
+        if not k.startswith("classifier."):  # every frozen parameter and BN statistic
+            assert torch.equal(after[k], v), k
+    assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
