@@ -91,7 +91,7 @@ def load(name: str, *, root=None, download: bool = True, **options) -> "ImageDat
 def _ensure_registered() -> None:
     # The dataset modules register themselves on import; importing them here (not at the top)
     # keeps core free of import cycles.
-    from course_utils.data import digits, fashion_mnist  # noqa: F401
+    from course_utils.data import digits, fashion_mnist, folders  # noqa: F401
 
 
 # --------------------------------------------------------------------------- subsets
