@@ -24,10 +24,8 @@ BatchNormalization in inference mode); this brings PyTorch in line.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
