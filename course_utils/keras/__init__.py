@@ -1,0 +1,31 @@
+"""Keras 3 (TensorFlow backend) counterparts of the course toolkit.
+
+Same model names as ``course_utils.models``, the same ImageNet weights for
+EfficientNet-Lite0 (converted from the PyTorch package; logits agree to 1e-4), the same
+``History`` records as ``course_utils.train.fit``, the same feature cache as
+``course_utils.features`` and the same learning-curve API, so a notebook can put a PyTorch
+run and a Keras run on one plot.
+
+Importing this package sets ``KERAS_BACKEND=tensorflow`` (unless already set) and imports
+TensorFlow, which takes several seconds; PyTorch-only notebooks never import it.
+"""
+from course_utils.keras._backend import keras, tf
+from course_utils.keras.distribute import configure_cpu_devices, mirrored_strategy
+from course_utils.keras.efficientnet_lite import EfficientNetLite0
+from course_utils.keras.features import extract_features, feature_model
+from course_utils.keras.models import (KerasModelSpec, PretrainedWeightsUnavailable, create_model,
+                                       get_spec, layer_groups, list_models, preprocess_input)
+from course_utils.keras.pipeline import TFLoader
+from course_utils.keras.training import (RecompileNeeded, compile_model, evaluate, fit, predict,
+                                         seed_everything)
+from course_utils.keras.transfer import (build_transfer_model, freeze_base, get_base,
+                                         layer_table, normalization_layer, unfreeze_top)
+from course_utils.keras.curves import learning_curve, train_and_score
+
+__all__ = ["keras", "tf", "create_model", "list_models", "get_spec", "layer_groups",
+           "preprocess_input", "KerasModelSpec", "PretrainedWeightsUnavailable",
+           "EfficientNetLite0", "TFLoader", "compile_model", "fit", "evaluate", "predict",
+           "seed_everything", "RecompileNeeded", "build_transfer_model", "get_base",
+           "freeze_base", "unfreeze_top", "layer_table", "normalization_layer",
+           "extract_features", "feature_model", "train_and_score", "learning_curve",
+           "configure_cpu_devices", "mirrored_strategy"]

@@ -1,0 +1,41 @@
+"""Import Keras on the TensorFlow backend, quietly, and say so clearly when that is not possible.
+
+Every module of ``course_utils.keras`` imports ``keras`` from here. Keras reads
+``KERAS_BACKEND`` once, when it is first imported, so the variable is set before that
+(unless the user chose a backend already, in which case we check it is TensorFlow: the
+course's callbacks, ``tf.data`` pipelines and distribution strategies need it).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# TensorFlow and Triton (pulled in by torch._dynamo, which torchvision imports) both carry
+# LLVM; loading Triton's library after TensorFlow's crashes the interpreter with a
+# segmentation fault. Loaded first, both work, so a notebook can use both frameworks.
+# (If TensorFlow is already loaded, importing Triton now would be the crash, so we leave it.)
+if "tensorflow" not in sys.modules:
+    try:  # pragma: no cover - depends on the torch build (CUDA wheels ship Triton)
+        import triton  # noqa: F401,E402
+    except ImportError:  # pragma: no cover
+        pass
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+__all__ = ["keras", "tf", "course_data_dir"]
+
+if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the user's environment
+    raise ImportError(
+        f"course_utils.keras needs Keras on the TensorFlow backend, but Keras was loaded with "
+        f"backend {keras.backend.backend()!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}). "
+        "Set KERAS_BACKEND=tensorflow before Python imports keras (restart the kernel).")
+
+
+def course_data_dir() -> Path:
+    """The course's cache root: ``$COURSE_DATA``, default ``~/.cache/course_utils``."""
+    return Path(os.environ.get("COURSE_DATA") or Path.home() / ".cache" / "course_utils").expanduser()

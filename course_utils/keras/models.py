@@ -1,0 +1,287 @@
+"""The Keras model zoo: ``create_model(name, weights=..., num_classes=...)`` with the PyTorch names.
+
+=====================  =====================================  ==================================
+name                   weights                                 notes
+=====================  =====================================  ==================================
+``small_cnn``          None                                    the course's CNN (28x28x1)
+``efficientnet_lite0`` None, ``"imagenet"`` (embedded)          converted from the PyTorch weights
+``vgg16``              None, ``"imagenet"`` (download)         ``keras.applications.VGG16``
+``mobilenet_v2``       None, ``"imagenet"`` (download)         ``keras.applications.MobileNetV2``
+``resnet50_v2``        None, ``"imagenet"`` (download)         ``keras.applications.ResNet50V2``
+=====================  =====================================  ==================================
+
+Every model returns logits (no softmax), like its PyTorch counterpart, so the same loss
+(``from_logits=True``) and the same accuracy apply. The ``keras.applications`` weights are
+fetched by Keras from Google's storage: that is the ``full`` profile (internet). Offline,
+``weights="imagenet"`` raises :class:`PretrainedWeightsUnavailable` naming the file, its
+URL and the Keras cache path where it can be put by hand, and the embedded alternative.
+
+Each model carries its :class:`KerasModelSpec` (``get_spec(model)``): input shape,
+normalisation, preprocessing and layer groups from input to output, which the
+fine-tuning helpers in :mod:`course_utils.keras.transfer` use.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from course_utils.keras._backend import keras
+from course_utils.keras.efficientnet_lite import EfficientNetLite0
+from course_utils.keras.small_cnn import SmallCNN
+
+__all__ = ["KerasModelSpec", "PretrainedWeightsUnavailable", "create_model", "list_models",
+           "get_spec", "layer_groups", "preprocess_input", "keras_weights_url", "keras_cache_path"]
+
+log = logging.getLogger(__name__)
+
+# Fashion-MNIST pixel statistics (of x / 255), as on the PyTorch side.
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+_APP_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """``weights="imagenet"`` for a ``keras.applications`` model could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class KerasModelSpec:
+    """What the course knows about a Keras model: how to build it, what input it wants,
+    and how its layers group from input to output (``groups``: (group, regex on the layer
+    name) pairs, first match wins)."""
+
+    name: str
+    builder: Callable[..., "keras.Model"]
+    input_shape: tuple[int, int, int]
+    default_num_classes: int
+    groups: tuple[tuple[str, str], ...]
+    head: str  # name of the classifier layer
+    mean: tuple[float, ...] | None  # normalisation of x / 255 (None: the model's own scheme)
+    std: tuple[float, ...] | None
+    weights: tuple[str, ...] = ()
+    online: bool = False  # True if its pretrained weights need the internet (``full`` profile)
+    description: str = ""
+    preprocess: Callable | None = field(default=None, compare=False)
+
+    def group_of(self, layer_name: str) -> str | None:
+        for group, pattern in self.groups:
+            if re.match(pattern, layer_name):
+                return group
+        return None
+
+
+# --- builders ----------------------------------------------------------------------------
+
+def _build_small_cnn(weights, num_classes, include_top, input_shape, pooling):
+    if weights is not None:
+        raise ValueError("create_model('small_cnn'): weights must be None; the course pretrains "
+                         "this model itself (e.g. on Fashion-MNIST classes 0-4)")
+    model = SmallCNN(input_shape or (28, 28, 1), num_classes, include_top=include_top)
+    if not include_top and pooling is None:
+        log.debug("small_cnn without top ends with its global average pool")
+    return model
+
+
+def _build_lite0(weights, num_classes, include_top, input_shape, pooling):
+    return EfficientNetLite0(include_top=include_top, weights=weights, input_shape=input_shape,
+                             classes=num_classes, pooling=pooling)
+
+
+def keras_cache_path(filename: str) -> Path:
+    """Where ``keras.utils.get_file`` keeps a model file: ``$KERAS_HOME/models`` (default
+    ``~/.keras/models``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models" / filename
+
+
+def keras_weights_url(name: str, include_top: bool, input_shape=None) -> tuple[str, str]:
+    """(file name, URL) of the ImageNet weights ``keras.applications`` downloads for a model."""
+    if name == "vgg16":
+        fname = "vgg16_weights_tf_dim_ordering_tf_kernels" + ("" if include_top else "_notop") + ".h5"
+        return fname, f"{_APP_URL}vgg16/{fname}"
+    if name == "resnet50_v2":
+        fname = "resnet50v2_weights_tf_dim_ordering_tf_kernels" + ("" if include_top else "_notop") + ".h5"
+        return fname, f"{_APP_URL}resnet/{fname}"
+    if name == "mobilenet_v2":
+        rows = input_shape[0] if input_shape and input_shape[0] in (96, 128, 160, 192, 224) else 224
+        fname = (f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}"
+                 + ("" if include_top else "_no_top") + ".h5")
+        return fname, f"{_APP_URL}mobilenet_v2/{fname}"
+    raise ValueError(f"{name!r} is not a keras.applications model of the course")
+
+
+def _fetch_application_weights(name: str, include_top: bool, input_shape) -> None:
+    """Download (or find in the Keras cache) the weights before Keras builds the model, so a
+    network failure is reported as what it is rather than from deep inside the builder."""
+    from keras.src.utils import file_utils
+
+    fname, url = keras_weights_url(name, include_top, input_shape)
+    try:
+        file_utils.get_file(fname, url, cache_subdir="models")
+    except Exception as exc:
+        raise PretrainedWeightsUnavailable(
+            f"create_model({name!r}, weights='imagenet'): could not download the Keras ImageNet "
+            f"weights {fname} from {url} ({type(exc).__name__}: {exc}). These weights are for "
+            f"the 'full' profile (a machine with internet). Offline, copy the file to "
+            f"{keras_cache_path(fname)} (Keras looks there first), or use the embedded "
+            "weights: create_model('efficientnet_lite0', weights='imagenet').") from exc
+
+
+def _app_builder(name: str, fn_name: str):
+    def build(weights, num_classes, include_top, input_shape, pooling):
+        fn = getattr(keras.applications, fn_name)
+        if weights == "imagenet":
+            top = include_top and num_classes == 1000
+            _fetch_application_weights(name, top, input_shape)
+            if include_top and num_classes != 1000:
+                # pretrained body, new head for the task (as PyTorch's replace_head)
+                base = fn(include_top=False, weights="imagenet", input_shape=input_shape,
+                          pooling="avg")
+                out = keras.layers.Dense(num_classes, name="predictions")(base.output)
+                return keras.Model(base.input, out, name=name)
+            return fn(include_top=include_top, weights="imagenet", input_shape=input_shape,
+                      pooling=pooling, classifier_activation=None)
+        return fn(include_top=include_top, weights=None, input_shape=input_shape, pooling=pooling,
+                  classes=num_classes, classifier_activation=None)
+    build.__name__ = f"build_{name}"
+    return build
+
+
+def _scale_0_1_normalise(mean, std):
+    def preprocess(x):
+        x = np.asarray(x, dtype=np.float32) / 255.0
+        return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return preprocess
+
+
+def _keras_app_preprocess(module: str):
+    def preprocess(x):
+        fn = getattr(getattr(keras.applications, module), "preprocess_input")
+        return np.asarray(fn(np.array(x, dtype=np.float32)))
+    return preprocess
+
+
+_LITE_GROUPS = (("stem", r"stem_"),) + tuple((f"block{s}", rf"block{s}[a-z]_") for s in range(1, 8)) + (
+    ("head", r"top_(conv|bn|activation)"), ("classifier", r"(avg_pool|max_pool|top_dropout|predictions)"))
+
+REGISTRY: dict[str, KerasModelSpec] = {s.name: s for s in (
+    KerasModelSpec(
+        "small_cnn", _build_small_cnn, (28, 28, 1), 10,
+        (("stem", r"stem_"), ("block1", r"block1_"), ("block2", r"block2_"),
+         ("head", r"head_"), ("classifier", r"(dropout|classifier)")),
+        head="classifier", mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
+        description="the course's small CNN for 28x28 images (94 k parameters, BatchNorm)",
+        preprocess=_scale_0_1_normalise(FASHION_MNIST_MEAN, FASHION_MNIST_STD)),
+    KerasModelSpec(
+        "efficientnet_lite0", _build_lite0, (224, 224, 3), 1000, _LITE_GROUPS,
+        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=("imagenet",),
+        description="EfficientNet-Lite0 (4.7 M parameters); ImageNet weights converted from "
+                    "the embedded PyTorch weights",
+        preprocess=_scale_0_1_normalise(INCEPTION_MEAN, INCEPTION_STD)),
+    KerasModelSpec(
+        "vgg16", _app_builder("vgg16", "VGG16"), (224, 224, 3), 1000,
+        tuple((f"block{i}", rf"block{i}_") for i in range(1, 6)) + (
+            ("classifier", r"(flatten|fc1|fc2|predictions|global_)"),),
+        head="predictions", mean=None, std=None, weights=("imagenet",), online=True,
+        description="keras.applications.VGG16 (138 M parameters); 'caffe' preprocessing",
+        preprocess=_keras_app_preprocess("vgg16")),
+    KerasModelSpec(
+        "mobilenet_v2", _app_builder("mobilenet_v2", "MobileNetV2"), (224, 224, 3), 1000,
+        (("stem", r"(Conv1|bn_Conv1|expanded_conv_)"),) + tuple(
+            (f"block{i}", rf"block_{i}_") for i in range(1, 17)) + (
+            ("head", r"(Conv_1|out_relu)"), ("classifier", r"(global_|predictions)")),
+        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=("imagenet",),
+        online=True, description="keras.applications.MobileNetV2 (3.5 M parameters)",
+        preprocess=_keras_app_preprocess("mobilenet_v2")),
+    KerasModelSpec(
+        "resnet50_v2", _app_builder("resnet50_v2", "ResNet50V2"), (224, 224, 3), 1000,
+        (("stem", r"(conv1_|pool1_)"), ("conv2", r"conv2_"), ("conv3", r"conv3_"),
+         ("conv4", r"conv4_"), ("conv5", r"conv5_"), ("head", r"post_"),
+         ("classifier", r"(avg_pool|max_pool|predictions)")),
+        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=("imagenet",),
+        online=True, description="keras.applications.ResNet50V2 (25.6 M parameters)",
+        preprocess=_keras_app_preprocess("resnet_v2")),
+)}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(REGISTRY)
+
+
+def get_spec(name_or_model) -> KerasModelSpec:
+    """The spec of a registry name, or of a model made by :func:`create_model`."""
+    if isinstance(name_or_model, str):
+        if name_or_model not in REGISTRY:
+            raise ValueError(f"unknown Keras model {name_or_model!r}; choose one of: "
+                             f"{', '.join(list_models())}")
+        return REGISTRY[name_or_model]
+    spec = getattr(name_or_model, "course_spec", None)
+    if spec is None:
+        raise ValueError(f"Keras model {getattr(name_or_model, 'name', name_or_model)!r} was not "
+                         "made by course_utils.keras.create_model, so its layer groups are "
+                         "unknown; build it with create_model(name, ...)")
+    return spec
+
+
+def create_model(name: str, weights: str | None = None, num_classes: int | None = None, *,
+                 include_top: bool = True, input_shape: tuple | None = None,
+                 pooling: str | None = None) -> "keras.Model":
+    """Build a registered Keras model (functional API, channels_last, logits out).
+
+    ``weights``: ``None`` (random initialisation) or ``"imagenet"``. ``num_classes``: size of
+    a new classifier (default: the model's own, 10 for ``small_cnn`` and 1000 otherwise).
+    ``include_top=False`` drops the classifier for transfer learning (``pooling=None|"avg"|"max"``
+    as in ``keras.applications``). ``input_shape`` defaults to the spec's; without the top,
+    convolutional bases accept other sizes (``keras.applications`` need at least 32x32).
+    The model carries ``course_spec`` and ``course_weights``.
+    """
+    spec = get_spec(name)
+    if weights is not None and weights not in spec.weights:
+        choices = ", ".join(repr(w) for w in spec.weights) or "none (only weights=None)"
+        raise ValueError(f"create_model({name!r}): no weights {weights!r}; available: {choices}")
+    n = spec.default_num_classes if num_classes is None else int(num_classes)
+    if n < 1:
+        raise ValueError(f"create_model({name!r}): num_classes must be >= 1, got {num_classes!r}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"create_model({name!r}): pooling must be None, 'avg' or 'max', got {pooling!r}")
+    if input_shape is None and include_top:
+        input_shape = spec.input_shape
+    model = spec.builder(weights, n, include_top, tuple(input_shape) if input_shape else None, pooling)
+    model.course_spec = spec
+    model.course_weights = weights
+    return model
+
+
+def layer_groups(model) -> "OrderedDict[str, list[str]]":
+    """Layer names of a :func:`create_model` model by group, input to output (e.g. for
+    ``efficientnet_lite0``: stem, block1 ... block7, head, classifier). The input layer and
+    layers no group claims are left out."""
+    spec = get_spec(model)
+    groups: OrderedDict[str, list[str]] = OrderedDict()
+    for layer in model.layers:
+        g = spec.group_of(layer.name)
+        if g is not None:
+            groups.setdefault(g, []).append(layer.name)
+    return groups
+
+
+def preprocess_input(name_or_model, images) -> np.ndarray:
+    """uint8 images (NHWC, or NHW for gray) -> the float32 input the model expects."""
+    spec = get_spec(name_or_model)
+    x = np.asarray(images)
+    if x.ndim == 3 and spec.input_shape[-1] == 1:
+        x = x[..., None]
+    return spec.preprocess(x)

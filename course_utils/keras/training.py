@@ -1,0 +1,474 @@
+"""Training Keras models the course's way: ``model.fit`` plus the course's callbacks.
+
+:func:`fit` is a thin wrapper around ``model.fit`` that adds what the PyTorch
+``course_utils.train.fit`` has, with the same argument names where they mean the same:
+
+* a tqdm progress bar (:class:`TqdmProgress`) instead of Keras's console printing;
+* a :class:`course_utils.history.History` with the PyTorch keys (``train_loss``,
+  ``train_acc``, ``val_loss``, ``val_acc``, ``lr``, ``seconds``), ``framework="keras"``, so
+  both frameworks plot on one axis (:class:`HistoryRecorder`);
+* early stopping on the validation loss and restoring the best epoch's weights;
+* a checkpoint after every epoch (weights, optimizer state, dropout generator states,
+  history) and ``resume=True``, which continues an interrupted run with ``initial_epoch``
+  and ends with the same weights an uninterrupted run would (:class:`EpochCheckpoint`).
+
+Keras-specific rules it enforces, because they fail silently otherwise: changing
+``layer.trainable`` after ``compile()`` has no effect on training until the model is
+compiled again (Keras 3 keeps training the old set of weights), so :func:`fit` refuses to
+train a model whose trainable layers changed since it was compiled.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from course_utils.history import History
+from course_utils.keras._backend import keras, tf
+from course_utils.keras.pipeline import TFLoader
+
+__all__ = ["compile_model", "fit", "evaluate", "predict", "seed_everything", "as_loader",
+           "TqdmProgress", "HistoryRecorder", "EpochCheckpoint", "RecompileNeeded",
+           "check_compiled", "CHECKPOINT_STATE"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_STATE = "state.json"
+BEST_WEIGHTS = "best.npz"
+_FORMAT = 1
+
+
+class RecompileNeeded(RuntimeError):
+    """The model's trainable layers changed since it was compiled; training now would update
+    the old set of weights."""
+
+
+# --- seeding and compiling -----------------------------------------------------------------
+
+def seed_everything(seed: int) -> int:
+    """Seed Python, NumPy and TensorFlow (``keras.utils.set_random_seed``). Call it before
+    building a model: Keras draws initial weights and dropout seeds when layers are made."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    keras.utils.set_random_seed(int(seed))
+    return int(seed)
+
+
+def _seed_generator_states(model) -> list:
+    """The state variables of the model's random generators (Dropout, RandomFlip ...), in a
+    fixed order. Keras keeps them out of ``save_weights``, so checkpoints store them apart."""
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+def _reseed(model, seed: int) -> None:
+    """Make the model's dropout masks a function of ``seed`` (not of how many layers were
+    built before it in the process)."""
+    for i, v in enumerate(_seed_generator_states(model)):
+        state = np.zeros(v.shape, dtype=v.dtype)
+        state.flat[0] = (int(seed) * 7919 + i * 104729 + 1) % (2 ** 31)
+        v.assign(state)
+
+
+def _make_optimizer(optimizer, lr: float, weight_decay: float):
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        # a fresh instance of the same kind: an optimizer is bound to the variables it built on
+        cfg = optimizer.get_config()
+        if lr is not None:
+            cfg["learning_rate"] = lr
+        return type(optimizer).from_config(cfg)
+    if callable(optimizer) and not isinstance(optimizer, str):
+        return optimizer(lr)
+    name = str(optimizer).lower()
+    if name == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=weight_decay or None)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=weight_decay or 0.004)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=weight_decay or None)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(lr, weight_decay=weight_decay or None)
+    raise ValueError(f"optimizer={optimizer!r}: use 'adam', 'adamw', 'sgd' or 'rmsprop', a "
+                     "keras.optimizers.Optimizer, or a callable lr -> optimizer")
+
+
+def compile_model(model, lr: float = 1e-3, optimizer="adam", *, loss=None, metrics=None,
+                  weight_decay: float = 0.0, jit_compile: bool = False):
+    """``model.compile`` with the course's defaults: Adam, sparse categorical cross-entropy
+    on logits, accuracy recorded as ``acc``. Remembers the settings (``model.course_compile``)
+    so ``freeze_base``/``unfreeze_top`` can recompile with a new learning rate.
+
+    ``optimizer``: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9), ``"rmsprop"``, an
+    optimizer instance (a fresh copy is made, so recompiling never reuses one bound to other
+    variables) or a callable ``lr -> optimizer``. ``jit_compile=False`` by default: XLA's
+    compile time outweighs its gain for the course's small CPU runs."""
+    if lr is not None and (not isinstance(lr, (int, float)) or lr <= 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    settings = {"lr": lr, "optimizer": optimizer, "loss": loss, "metrics": metrics,
+                "weight_decay": weight_decay, "jit_compile": jit_compile}
+    # under the strategy the model was built with (MirroredStrategy: optimizer slots per replica)
+    with model.distribute_strategy.scope():
+        model.compile(
+            optimizer=_make_optimizer(optimizer, lr, weight_decay),
+            loss=loss if loss is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=(list(metrics) if metrics is not None
+                     else [keras.metrics.SparseCategoricalAccuracy(name="acc")]),
+            jit_compile=jit_compile)
+    model.course_compile = settings
+    model.course_pending_recompile = None
+    return model
+
+
+def check_compiled(model) -> None:
+    """Raise :class:`RecompileNeeded` if ``layer.trainable`` changed since ``compile()``."""
+    pending = getattr(model, "course_pending_recompile", None)
+    if not model.compiled and pending:
+        raise RecompileNeeded(
+            f"{pending} changed which layers of {model.name!r} train, and the model was not "
+            "compiled again. Keras only picks up the new trainable weights at compile(): call "
+            "compile_model(model, lr=...) (or model.compile(...)) before training.")
+    compiled_state = getattr(model, "_compiled_trainable_state", None)
+    if model.compiled and compiled_state:
+        changed = [layer.name for layer in model._flatten_layers()
+                   if layer in compiled_state and compiled_state[layer] != layer.trainable]
+        if changed:
+            shown = ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
+            raise RecompileNeeded(
+                f"the trainable flag of {len(changed)} layer(s) of {model.name!r} changed since "
+                f"compile() ({shown}); Keras would keep training the old set of weights. Call "
+                "compile_model(model, lr=...) (or model.compile(...)) after changing trainable.")
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def as_loader(data, batch_size: int = 32, *, shuffle: bool = False, seed: int | None = 0):
+    """``TFLoader`` and ``tf.data.Dataset`` pass through; ``(x, y)`` arrays become a
+    ``TFLoader`` (uint8 scaled to [0, 1], nothing else: normalisation is the loader's job,
+    see ``TFLoader(mean=..., std=...)`` or a model with a normalisation layer); a bare array
+    ``x`` becomes an unlabelled loader (for ``predict``)."""
+    if isinstance(data, (TFLoader, tf.data.Dataset)):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return TFLoader(data[0], data[1], batch_size, shuffle=shuffle, seed=seed)
+    if isinstance(data, np.ndarray):
+        return TFLoader(data, None, batch_size)
+    raise TypeError(f"data of type {type(data).__name__}: pass a TFLoader, a tf.data.Dataset, "
+                    "an (x, y) pair of arrays or (for predict) an array x")
+
+
+# --- callbacks -----------------------------------------------------------------------------
+
+class TqdmProgress(keras.callbacks.Callback):
+    """Progress with ``tqdm.auto``: one bar over epochs and one, transient, over batches."""
+
+    def __init__(self, epochs: int, initial_epoch: int = 0, steps: int | None = None):
+        super().__init__()
+        self.epochs, self.initial_epoch, self.steps = epochs, initial_epoch, steps
+        self._epoch_bar = self._batch_bar = None
+
+    def on_train_begin(self, logs=None):
+        self._epoch_bar = tqdm(total=self.epochs, initial=self.initial_epoch, desc="fit (keras)",
+                               unit="epoch", dynamic_ncols=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._batch_bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}",
+                               unit="batch", leave=False, dynamic_ncols=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._batch_bar is not None:
+            self._batch_bar.update(1)
+            if logs and "loss" in logs:
+                self._batch_bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._batch_bar is not None:
+            self._batch_bar.close()
+        logs = logs or {}
+        self._epoch_bar.set_postfix({k: f"{float(logs[k]):.4f}" for k in ("loss", "val_loss", "val_acc")
+                                     if k in logs}, refresh=False)
+        self._epoch_bar.update(1)
+
+    def on_train_end(self, logs=None):
+        for bar in (self._batch_bar, self._epoch_bar):
+            if bar is not None:
+                bar.close()
+
+
+def _current_lr(model) -> float:
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        return float("nan")
+    lr = opt.learning_rate
+    if callable(lr) and not hasattr(lr, "numpy"):
+        lr = lr(opt.iterations)
+    return float(keras.ops.convert_to_numpy(lr))
+
+
+class HistoryRecorder(keras.callbacks.Callback):
+    """Appends one :class:`History` record per epoch, renaming Keras's log keys to the
+    course's: ``loss -> train_loss``, ``acc -> train_acc``, ``val_acc`` stays; other metrics
+    become ``train_<name>``/``val_<name>``."""
+
+    def __init__(self, history: History):
+        super().__init__()
+        self.history_ = history
+        self._t0 = 0.0
+        self._lr = float("nan")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+        self._lr = _current_lr(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "lr": self._lr}
+        for k, v in (logs or {}).items():
+            val = k.startswith("val_")
+            name = k[4:] if val else k
+            key = f"{'val' if val else 'train'}_{'acc' if name in ('acc', 'accuracy') else name}"
+            row[key] = float(v)
+        row["seconds"] = time.perf_counter() - self._t0
+        rec = self.history_.append(**row)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(
+            f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch" and isinstance(v, float)))
+
+
+def _atomic(path: Path, write: Callable[[str], None], suffix: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: never leave a half-written checkpoint
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Early stopping on ``val_loss``, the best epoch's weights, and a resumable checkpoint.
+
+    After every epoch, if ``directory`` is set: ``epoch-NNNN.weights.h5`` (Keras
+    ``save_weights``: layer weights and optimizer state) and then ``state.json`` (the epoch,
+    seed, history, early-stopping counters, dropout generator states), each written to a
+    temporary file and renamed, so ``state.json`` always points at a complete weights file.
+    The best epoch's weights go to ``best.npz``. ``patience`` (epochs without a lower
+    ``val_loss``) stops training; ``restore_best`` loads the best weights at the end.
+    """
+
+    def __init__(self, history: History, directory: str | Path | None = None, *,
+                 patience: int | None = None, restore_best: bool = True, seed: int | None = None,
+                 state: dict | None = None, best_weights: list | None = None):
+        super().__init__()
+        self.history_ = history
+        self.directory = Path(directory) if directory is not None else None
+        self.patience, self.restore_best, self.seed = patience, restore_best, seed
+        self.es = dict(state or {"best_loss": math.inf, "best_epoch": None, "bad_epochs": 0})
+        self.best_weights = best_weights
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if "val_loss" in logs:
+            vl = float(logs["val_loss"])
+            if vl < self.es["best_loss"]:
+                self.es = {"best_loss": vl, "best_epoch": epoch + 1, "bad_epochs": 0}
+                self.best_weights = [np.array(w) for w in self.model.get_weights()]
+                if self.directory is not None:
+                    _atomic(self.directory / BEST_WEIGHTS,
+                            lambda p: np.savez(p, *self.best_weights), ".npz")
+            else:
+                self.es["bad_epochs"] += 1
+                if self.patience is not None and self.es["bad_epochs"] >= self.patience:
+                    self.model.stop_training = True
+                    self.history_.stopped_early = True
+                    log.info("early stopping after epoch %d: val_loss has not improved for %d "
+                             "epochs (best %.4g at epoch %d)", epoch + 1, self.es["bad_epochs"],
+                             self.es["best_loss"], self.es["best_epoch"])
+        if self.directory is not None:
+            self._save(epoch + 1)
+
+    def _save(self, epoch: int) -> None:
+        d = self.directory
+        weights = d / f"epoch-{epoch:04d}.weights.h5"
+        _atomic(weights, self.model.save_weights, ".weights.h5")
+        state = {"format": _FORMAT, "framework": "keras", "epoch": epoch, "seed": self.seed,
+                 "weights": weights.name, "model": self.model.name,
+                 "history": self.history_.to_dict(), "early_stopping": self.es,
+                 "seed_generators": [np.asarray(v.numpy()).tolist()
+                                     for v in _seed_generator_states(self.model)]}
+        _atomic(d / CHECKPOINT_STATE,
+                lambda p: Path(p).write_text(json.dumps(state, indent=1, default=float)), ".json")
+        for old in d.glob("epoch-*.weights.h5"):
+            if old.name != weights.name:
+                old.unlink(missing_ok=True)
+
+    def on_train_end(self, logs=None):
+        if self.restore_best and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            self.history_.best_epoch = self.es["best_epoch"]
+            log.info("restored the weights of epoch %d (val_loss %.4g)", self.es["best_epoch"],
+                     self.es["best_loss"])
+
+
+def _resume(model, directory: Path, seed) -> tuple[int, History, dict, list | None]:
+    """Load ``state.json`` and the weights it points to into ``model`` (and its optimizer)."""
+    path = directory / CHECKPOINT_STATE
+    state = json.loads(path.read_text())
+    if state.get("format") != _FORMAT or state.get("framework") != "keras":
+        raise RuntimeError(f"{path} is not a course Keras checkpoint (format {state.get('format')!r}, "
+                           f"framework {state.get('framework')!r}); use another checkpoint_dir, "
+                           "delete it, or pass resume=False")
+    weights = directory / state["weights"]
+    if not weights.exists():
+        raise FileNotFoundError(f"{path} points to {weights}, which is missing; delete {directory} "
+                                "or pass resume=False")
+    model.optimizer.build(model.trainable_variables)  # so its slots exist to be loaded into
+    try:
+        model.load_weights(weights)
+    except Exception as exc:
+        raise RuntimeError(f"{weights} does not fit model {model.name!r} ({exc}); it belongs to "
+                           "another run: use another checkpoint_dir, delete it, or pass "
+                           "resume=False") from exc
+    gens = _seed_generator_states(model)
+    for v, s in zip(gens, state.get("seed_generators", [])):
+        v.assign(np.asarray(s, dtype=v.dtype))
+    if state.get("seed") != seed:
+        log.warning("resuming %s saved with seed=%r, but fit was called with seed=%r; the saved "
+                    "seed's data order is not reproduced", path, state.get("seed"), seed)
+    best = None
+    es = dict(state["early_stopping"])
+    if es.get("best_epoch") is not None and (directory / BEST_WEIGHTS).exists():
+        with np.load(directory / BEST_WEIGHTS) as z:
+            best = [z[f"arr_{i}"] for i in range(len(z.files))]
+    log.info("resumed %s from %s after epoch %d", model.name, path, state["epoch"])
+    return int(state["epoch"]), History.from_dict(state["history"]), es, best
+
+
+# --- fit / evaluate / predict ---------------------------------------------------------------
+
+def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimizer=None,
+        batch_size: int = 32, seed: int | None = 0, checkpoint_dir: str | Path | None = None,
+        resume: bool = True, early_stopping: int | None = None, restore_best: bool = True,
+        progress: bool = True, callbacks: Sequence = (), class_weight=None) -> History:
+    """Train a Keras model with ``model.fit`` and the course callbacks; return a History.
+
+    Parameters
+    ----------
+    train, val
+        A :class:`TFLoader` (recommended: exact resume, same batches for the same seed), a
+        ``tf.data.Dataset`` of batches, or an ``(x, y)`` pair of arrays (a shuffled
+        ``TFLoader`` with ``batch_size`` and ``seed`` is made; uint8 is scaled to [0, 1]).
+    lr, optimizer
+        If either is given the model is (re)compiled with :func:`compile_model` (default
+        Adam, lr 1e-3). If neither is, a compiled model keeps its compile settings (e.g. the
+        low learning rate ``unfreeze_top`` set) and its optimizer state, and an uncompiled
+        one gets the defaults.
+    seed
+        Seeds Python/NumPy/TensorFlow and the model's dropout generators at the start (not
+        on resume: the checkpoint's generator states are restored), and a ``TFLoader`` made
+        from arrays. ``None``: no seeding.
+    checkpoint_dir, resume
+        Save a checkpoint after every epoch; with ``resume=True`` an existing one is loaded
+        (weights, optimizer state, history) and training continues at ``initial_epoch``.
+    early_stopping, restore_best
+        Patience in epochs on ``val_loss`` (needs ``val``); load the best epoch's weights at
+        the end (with ``val``) and set ``history.best_epoch``.
+    callbacks, class_weight
+        Passed on to ``model.fit`` (after the course's callbacks).
+    """
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs = {epochs!r}; it must be a positive int")
+    if early_stopping is not None and (not isinstance(early_stopping, int) or early_stopping < 1):
+        raise ValueError(f"early_stopping = {early_stopping!r}; give a patience in epochs (int >= 1)")
+    if early_stopping is not None and val is None:
+        raise ValueError("early_stopping needs validation data: pass val=... (a held-out split, "
+                         "e.g. from ImageData.train_val_split)")
+    check_compiled(model)
+    if lr is not None or optimizer is not None or not model.compiled:
+        settings = getattr(model, "course_compile", None) or {}
+        compile_model(model, lr if lr is not None else (settings.get("lr") or 1e-3),
+                      optimizer if optimizer is not None else settings.get("optimizer", "adam"),
+                      loss=settings.get("loss"), metrics=settings.get("metrics"),
+                      weight_decay=settings.get("weight_decay", 0.0),
+                      jit_compile=settings.get("jit_compile", False))
+
+    train_l = as_loader(train, batch_size, shuffle=True, seed=0 if seed is None else seed)
+    val_l = as_loader(val, batch_size) if val is not None else None
+
+    history = History(framework="keras")
+    start, es, best = 0, None, None
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None and resume and (ckpt / CHECKPOINT_STATE).exists():
+        start, history, es, best = _resume(model, ckpt, seed)
+        history.framework = "keras"
+    else:
+        if ckpt is not None and (ckpt / CHECKPOINT_STATE).exists():
+            log.warning("resume=False: starting over; the checkpoint in %s will be overwritten", ckpt)
+        if seed is not None:
+            seed_everything(seed)
+            _reseed(model, seed)
+
+    recorder = HistoryRecorder(history)
+    saver = EpochCheckpoint(history, ckpt, patience=early_stopping, restore_best=restore_best,
+                            seed=seed, state=es, best_weights=best)
+    if start >= epochs or history.stopped_early:
+        log.info("checkpoint in %s already covers %d epoch(s)%s; nothing to train", ckpt, start,
+                 " (stopped early)" if history.stopped_early else "")
+        saver.set_model(model)
+        saver.on_train_end()
+        return history
+
+    if isinstance(train_l, TFLoader):
+        train_ds, steps = train_l.repeat(start), len(train_l)
+    else:
+        train_ds, steps = train_l, None
+    val_ds = val_l.dataset(0) if isinstance(val_l, TFLoader) else val_l
+    cbs = [recorder, saver]
+    if progress:
+        cbs.insert(0, TqdmProgress(epochs, start, steps))
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
+              steps_per_epoch=steps, callbacks=cbs + list(callbacks), verbose=0,
+              class_weight=class_weight, shuffle=False)
+    return history
+
+
+def predict(model, data, *, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs (logits for the course's models) for ``data``: a TFLoader, a
+    dataset of batches, an ``(x, y)`` pair or an array ``x``."""
+    ds = as_loader(data, batch_size)
+    if isinstance(ds, TFLoader):
+        ds = ds.dataset()
+    return np.asarray(model.predict(ds, verbose=0))
+
+
+def _labels_of(data, batch_size) -> np.ndarray:
+    loader = as_loader(data, batch_size)
+    if isinstance(loader, TFLoader):
+        if loader.y is None:
+            raise ValueError("evaluate needs labels: the TFLoader was made without y")
+        if loader.shuffle:
+            raise ValueError("evaluate: pass an unshuffled TFLoader (shuffle=False), so "
+                             "predictions and labels line up")
+        return loader.y
+    return np.concatenate([np.asarray(b[1]) for b in loader])
+
+
+def evaluate(model, data, *, batch_size: int = 256) -> dict:
+    """``{"loss": mean cross-entropy, "acc": accuracy}`` of a logits model on ``data``
+    (no compile needed; the same numbers as the PyTorch ``evaluate``)."""
+    y = _labels_of(data, batch_size)
+    logits = predict(model, data, batch_size=batch_size).astype(np.float64)
+    if logits.ndim != 2 or len(logits) != len(y):
+        raise ValueError(f"evaluate: got outputs of shape {logits.shape} for {len(y)} labels; "
+                         "the model must output one row of class logits per image")
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    y = np.asarray(y, dtype=np.int64)
+    return {"loss": float(-logp[np.arange(len(y)), y].mean()),
+            "acc": float((logits.argmax(axis=1) == y).mean())}

@@ -1,0 +1,224 @@
+"""Transfer learning in the Keras guide's style: a frozen base, a new head, then fine-tuning.
+
+The recipe (Keras "Transfer learning & fine-tuning" guide)::
+
+    base = create_model("efficientnet_lite0", weights="imagenet", include_top=False)
+    model = build_transfer_model(base, num_classes=5)     # base frozen, called with training=False
+    fit(model, train, val, epochs=5, lr=1e-3)              # trains the head only
+    unfreeze_top(model, from_layer="block6a_expand_conv", lr=1e-5)   # recompiles
+    fit(model, train, val, epochs=5)                       # fine-tunes the top of the base
+
+Two Keras rules this module takes care of:
+
+* ``base(x, training=False)``: the base's BatchNorm layers stay in inference mode (they use
+  and keep their moving statistics) even after they are unfrozen, so a few epochs on a
+  small dataset cannot wreck the statistics learned on ImageNet. Only ``gamma``/``beta``
+  (and the convolutions) train.
+* ``trainable`` changes take effect at ``compile()``: :func:`unfreeze_top` and
+  :func:`freeze_base` recompile (keeping the loss and metrics, with the new learning rate);
+  with ``recompile=False`` the model is marked uncompiled, so training it before
+  ``compile()`` fails loudly instead of silently training the old set of weights.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+
+import numpy as np
+
+from course_utils.keras._backend import keras
+from course_utils.keras.models import create_model, get_spec, layer_groups
+from course_utils.keras.training import compile_model
+
+__all__ = ["build_transfer_model", "get_base", "freeze_base", "unfreeze_top", "layer_table",
+           "normalization_layer"]
+
+log = logging.getLogger(__name__)
+
+
+def normalization_layer(name_or_model) -> "keras.layers.Layer":
+    """A ``Normalization`` layer doing a registry model's ``(x - mean) / std`` on inputs in
+    [0, 1] (what ``TFLoader`` produces from uint8 without ``mean``/``std``)."""
+    spec = get_spec(name_or_model)
+    if spec.mean is None:
+        raise ValueError(f"{spec.name} uses Keras's own preprocessing (e.g. 'caffe' for VGG16), "
+                         "not a mean/std: apply keras.applications.<module>.preprocess_input to "
+                         "the images (0-255) instead, or course_utils.keras.preprocess_input")
+    return keras.layers.Normalization(axis=-1, mean=list(spec.mean),
+                                      variance=list(np.square(spec.std)), name="normalization")
+
+
+def build_transfer_model(base, num_classes: int, *, weights="auto", input_shape=None,
+                         pooling: str = "avg", dropout: float = 0.2, augmentation=None,
+                         normalize: bool = False, base_training: bool = False,
+                         freeze: bool = True, name: str | None = None) -> "keras.Model":
+    """A new classifier on top of a pretrained base, in the Keras guide's functional style::
+
+        inputs -> [augmentation] -> [normalisation] -> base(training=False) -> pooling
+               -> dropout -> Dense(num_classes, name="classifier") (logits)
+
+    ``base``: a Keras model without its top (``include_top=False``) or a registry name, built
+    with ``weights`` (``"auto"``: ``"imagenet"`` when the model has it) at ``input_shape``.
+    ``pooling``: ``"avg"`` or ``"max"`` (skipped if the base already pools). ``augmentation``:
+    a layer or ``keras.Sequential`` of preprocessing layers (active in training only).
+    ``normalize=True`` inserts the base's mean/std normalisation (``normalization_layer``), so
+    the model takes images in [0, 1]. ``base_training=False`` calls the base in inference mode
+    (BatchNorm statistics frozen, the guide's advice); ``True`` is for the experiment that
+    shows why. ``freeze``: start with the base frozen (``base.trainable = False``).
+    """
+    if isinstance(base, str):
+        spec = get_spec(base)
+        w = ("imagenet" if "imagenet" in spec.weights else None) if weights == "auto" else weights
+        base = create_model(base, weights=w, include_top=False, input_shape=input_shape)
+    if not isinstance(base, keras.Model):
+        raise TypeError(f"base must be a keras.Model or a model name, got {type(base).__name__}")
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
+    shape = tuple(input_shape) if input_shape is not None else tuple(base.input_shape[1:])
+    if freeze:
+        base.trainable = False
+    inputs = keras.Input(shape=shape, name="image")
+    x = inputs
+    if augmentation is not None:
+        x = augmentation(x)
+    if normalize:
+        x = normalization_layer(base)(x)
+    x = base(x, training=base_training)
+    if len(x.shape) == 4:
+        pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+        x = pool(name=f"{pooling}_pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(int(num_classes), name="classifier")(x)
+    model = keras.Model(inputs, outputs, name=name or f"{base.name}_transfer")
+    model.course_base = base.name
+    return model
+
+
+def get_base(model) -> "keras.Model":
+    """The pretrained base inside a model from :func:`build_transfer_model` (or the one
+    nested ``keras.Model`` of any model built the same way)."""
+    name = getattr(model, "course_base", None)
+    if name is not None:
+        return model.get_layer(name)
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(f"{model.name!r} has {len(nested)} nested models; get_base needs a model "
+                         "from build_transfer_model (a base model inside a new head)")
+    return nested[0]
+
+
+def _recompile_or_mark(model, what: str, lr, optimizer, recompile: bool) -> None:
+    settings = dict(getattr(model, "course_compile", None) or {})
+    if recompile:
+        compile_model(model, lr if lr is not None else (settings.get("lr") or 1e-3),
+                      optimizer if optimizer is not None else settings.get("optimizer", "adam"),
+                      loss=settings.get("loss"), metrics=settings.get("metrics"),
+                      weight_decay=settings.get("weight_decay", 0.0),
+                      jit_compile=settings.get("jit_compile", False))
+    else:
+        # Keras would keep training the weights that were trainable at the last compile();
+        # marking the model uncompiled makes model.fit/evaluate raise until compile() is called.
+        model.compiled = False
+        model.course_pending_recompile = what
+
+
+def freeze_base(model, *, recompile: bool = True, lr: float | None = None, optimizer=None):
+    """Freeze the whole base (``base.trainable = False``: its BatchNorm layers switch to
+    inference mode too) and recompile, keeping the loss, metrics and optimizer kind. Returns
+    the model."""
+    get_base(model).trainable = False
+    if model.compiled or getattr(model, "course_compile", None):
+        _recompile_or_mark(model, "freeze_base(model)", lr, optimizer, recompile)
+    return model
+
+
+def _resolve_cut(base, n_layers, from_layer) -> int:
+    layers = base.layers
+    if (n_layers is None) == (from_layer is None):
+        raise ValueError("unfreeze_top: pass exactly one of n_layers=... (the last n layers of "
+                         "the base) or from_layer=NAME (that layer and all after it)")
+    if n_layers is not None:
+        if not isinstance(n_layers, (int, np.integer)) or not 0 < n_layers <= len(layers):
+            raise ValueError(f"unfreeze_top: n_layers={n_layers!r}; the base {base.name!r} has "
+                             f"{len(layers)} layers, pass 1..{len(layers)}")
+        return len(layers) - int(n_layers)
+    names = [layer.name for layer in layers]
+    if from_layer in names:
+        return names.index(from_layer)
+    spec = getattr(base, "course_spec", None)
+    if spec is not None:
+        groups = layer_groups(base)
+        if from_layer in groups:
+            return names.index(groups[from_layer][0])
+    close = difflib.get_close_matches(str(from_layer), names, n=3)
+    raise ValueError(f"unfreeze_top: the base {base.name!r} has no layer {from_layer!r}"
+                     + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
+                     + " (list them with layer_table(base))")
+
+
+def unfreeze_top(model, n_layers: int | None = None, *, from_layer: str | None = None,
+                 lr: float = 1e-5, optimizer=None, recompile: bool = True,
+                 freeze_batchnorm: bool = False):
+    """Unfreeze the top of the base for fine-tuning, keep the rest frozen, and recompile.
+
+    ``n_layers``: the last n layers of ``base.layers`` (as in the Keras guide's
+    ``base.layers[:fine_tune_at]``); or ``from_layer``: a layer name (e.g.
+    ``"block6a_expand_conv"``) or, for registry models, a group name (``"block6"``), from
+    which on everything trains. For a model without a nested base (e.g. a pretrained
+    ``small_cnn``), the model's own layers are used.
+
+    ``lr`` (default 1e-5, the guide's fine-tuning rate) is the learning rate of the
+    recompiled model; the loss, metrics and optimizer kind are kept. ``freeze_batchnorm``
+    keeps the unfrozen BatchNorm layers' gamma/beta fixed too (the Keras EfficientNet
+    example does this). ``recompile=False`` leaves compiling to you: until you do, training
+    raises (see the module docstring). Returns the model.
+    """
+    try:
+        base = get_base(model)
+    except ValueError:
+        base = model
+    cut = _resolve_cut(base, n_layers, from_layer)
+    base.trainable = True
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= cut
+        if freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    what = (f"unfreeze_top(n_layers={n_layers})" if n_layers is not None
+            else f"unfreeze_top(from_layer={from_layer!r})")
+    n_train = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    log.info("%s: %d of %d layers of %s trainable, %d trainable parameters", what,
+             len(base.layers) - cut, len(base.layers), base.name, n_train)
+    _recompile_or_mark(model, what, lr, optimizer, recompile)
+    return model
+
+
+def _count(weights) -> int:
+    return int(sum(int(np.prod(w.shape)) for w in weights))
+
+
+def layer_table(model, nested: bool = False):
+    """The layers as a pandas DataFrame: ``index``, ``name``, ``type``, ``trainable``,
+    ``parameters`` (all weights, BatchNorm moving statistics included, as ``count_params``)
+    and ``trainable_parameters`` — the ``for i, layer in enumerate(model.layers)`` listing of
+    the Keras guides, as a table. ``nested=True`` also lists the layers inside nested models
+    (the base of a transfer model), named ``base/layer`` with their index *inside* the base
+    (the numbers ``unfreeze_top(n_layers=...)`` counts)."""
+    import pandas as pd
+
+    rows = []
+
+    def add(layers, prefix: str, parent_trainable: bool):
+        for i, layer in enumerate(layers):
+            trainable = bool(layer.trainable and parent_trainable)
+            rows.append({"index": i, "name": prefix + layer.name, "type": type(layer).__name__,
+                         "trainable": trainable, "parameters": _count(layer.weights),
+                         "trainable_parameters": _count(layer.trainable_weights) if trainable else 0})
+            if nested and isinstance(layer, keras.Model):
+                add(layer.layers, f"{prefix}{layer.name}/", trainable)
+
+    add(model.layers, "", True)
+    return pd.DataFrame(rows, columns=["index", "name", "type", "trainable", "parameters",
+                                       "trainable_parameters"])
