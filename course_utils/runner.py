@@ -108,8 +108,14 @@ def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
     output.parent.mkdir(parents=True, exist_ok=True)
     params = {"PROFILE": profile, **(parameters or {})}
     start = time.perf_counter()
-    env_before = os.environ.get("COURSE_BUILD_DIR")
-    os.environ["COURSE_BUILD_DIR"] = str(output.parent.resolve())
+    # The kernel inherits our environment: figures must go inline (a test runner's
+    # MPLBACKEND=Agg would silently drop them), TensorFlow's C++ chatter stays out of the page,
+    # and results.record() writes next to the executed copy.
+    kernel_env = {"COURSE_BUILD_DIR": str(output.parent.resolve()),
+                  "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                  "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env_before = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     try:
         pm.execute_notebook(
             str(source), str(output), parameters=params, kernel_name=kernel_name,
@@ -122,10 +128,11 @@ def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
         raise NotebookFailure(source, cell, exc.ename, exc.evalue, output,
                               exc.source) from None
     finally:
-        if env_before is None:
-            os.environ.pop("COURSE_BUILD_DIR", None)
-        else:
-            os.environ["COURSE_BUILD_DIR"] = env_before
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return NotebookResult(source, output, time.perf_counter() - start, ok=True)
 
 
