@@ -146,3 +146,17 @@ def test_tf_adapter(gray):
     np.testing.assert_allclose(plain[..., 0], x / 255.0, atol=1e-6)
     s1 = np.concatenate([b.numpy() for _, b in to_tf_dataset(x, y, 8, shuffle=True, seed=3)])
     assert sorted(s1.tolist()) == sorted(y.tolist())
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_fused_crop_normalize_matches_unfused(chunk):
+    from course_utils.data.transforms import crop_flip_matrices, crop_resize_normalize
+
+    x = torch.rand(12, 1, 10, 10) * 255
+    ref = normalize_batch(random_resized_crop_flip(x, 9, generator=torch.Generator().manual_seed(4)),
+                          IMAGENET_MEAN, IMAGENET_STD, rgb=True)
+    rows, cols_t = crop_flip_matrices(12, 10, 10, 9, generator=torch.Generator().manual_seed(4))
+    out = crop_resize_normalize(x, rows, cols_t, IMAGENET_MEAN, IMAGENET_STD, rgb=True, chunk=chunk)
+    torch.testing.assert_close(out, ref)
+    big = normalize_batch(torch.rand(8, 1, 256, 256), None, None, rgb=True)  # NumPy-backed path
+    assert big.shape == (8, 3, 256, 256) and torch.equal(big[:, 0], big[:, 2])

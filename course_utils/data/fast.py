@@ -4,8 +4,8 @@
 conversion, a per-sample transform chain and a collate. For Fashion-MNIST-sized data that
 overhead dwarfs the model. ``FastLoader`` keeps the whole set as one uint8 NCHW tensor
 (on the training device if asked), gathers a batch with one indexing op, and augments the
-*batch*: one ``grid_sample`` for RandomResizedCrop + flip, one fused multiply-add for
-gray -> 3 channels and normalisation (see :mod:`course_utils.data.transforms`).
+*batch*: RandomResizedCrop + flip as batched products with per-image resampling matrices,
+fused with gray -> 3 channels and normalisation into one output tensor (see :mod:`course_utils.data.transforms`).
 
 Randomness: epoch ``e`` uses a CPU ``torch.Generator`` seeded from ``(seed, e)`` for both the
 shuffle and the crop boxes, so the same seed gives the same batches on any device, and a
@@ -19,8 +19,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from course_utils.data.transforms import (DEFAULT_RATIO, DEFAULT_SCALE, normalize_batch,
-                                          random_flip, random_resized_crop_flip,
+from course_utils.data.transforms import (DEFAULT_RATIO, DEFAULT_SCALE, crop_flip_matrices,
+                                          crop_resize_normalize, normalize_batch, random_flip,
                                           resize_center_crop)
 
 __all__ = ["FastLoader", "as_nchw_uint8"]
@@ -140,12 +140,15 @@ class FastLoader:
         """uint8 NCHW batch -> float32 NCHW, augmented/resized/normalised as configured."""
         x = xb.float()
         aug = self.augment
+        if aug in ("crop_flip", "crop"):
+            # crop + resize + flip + gray->RGB + normalise fused: one output allocation
+            rows, cols_t = crop_flip_matrices(len(x), x.shape[2], x.shape[3], self.size,
+                                              scale=self.scale, ratio=self.ratio,
+                                              flip=aug == "crop_flip", generator=generator)
+            return crop_resize_normalize(x, rows, cols_t, self.mean, self.std, rgb=self.rgb)
         if callable(aug):
             x = aug(x, generator)
-        elif aug in ("crop_flip", "crop"):
-            x = random_resized_crop_flip(x, self.size, scale=self.scale, ratio=self.ratio,
-                                         flip=aug == "crop_flip", generator=generator)
-        if not (aug in ("crop_flip", "crop")) and self.size is not None:
+        if self.size is not None:
             x = resize_center_crop(x, self.size, crop_pct=self.crop_pct)
         if aug == "flip":
             x = random_flip(x, generator=generator)

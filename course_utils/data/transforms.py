@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD",
            "train_transform", "eval_transform", "sample_crop_boxes",
-           "resample_matrices", "random_resized_crop_flip", "random_flip", "resize_center_crop", "normalize_batch"]
+           "resample_matrices", "crop_flip_matrices", "apply_separable", "random_resized_crop_flip",
+           "crop_resize_normalize", "random_flip", "resize_center_crop", "normalize_batch"]
 
 #: torchvision's ImageNet statistics (ResNet, VGG, MobileNetV2); same values as
 #: ``course_utils.models.imagenet``.
@@ -132,10 +133,11 @@ def resample_matrices(start: torch.Tensor, length: torch.Tensor, in_size: int, o
     window — the rule PIL and torchvision (``antialias=True``) use — with the triangle widened
     by the shrink factor when a window is shrunk, so downscaling is antialiased too. Applying
     a row and a column matrix to an image is a crop followed by a resize."""
-    start = start.to(torch.float64).view(-1, 1, 1)
-    length = length.to(torch.float64).view(-1, 1, 1)
-    j = torch.arange(out_size, dtype=torch.float64).view(1, -1, 1)
-    k = torch.arange(in_size, dtype=torch.float64).view(1, 1, -1)
+    f = torch.float32  # exact for the integer boxes; plenty for interpolation weights
+    start = start.to(f).view(-1, 1, 1)
+    length = length.to(f).view(-1, 1, 1)
+    j = torch.arange(out_size, dtype=f).view(1, -1, 1)
+    k = torch.arange(in_size, dtype=f).view(1, 1, -1)
     step = length / out_size
     src = start + (j + 0.5) * step - 0.5
     support = torch.clamp(step, min=1.0) if antialias else torch.ones_like(step)
@@ -143,6 +145,35 @@ def resample_matrices(start: torch.Tensor, length: torch.Tensor, in_size: int, o
     w = w * ((k >= start) & (k < start + length))
     w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
     return w.to(dtype)
+
+
+def crop_flip_matrices(n: int, height: int, width: int, size: int | tuple[int, int], *,
+                       scale=DEFAULT_SCALE, ratio=DEFAULT_RATIO, flip: bool = True,
+                       generator: torch.Generator | None = None,
+                       dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row matrices ``(N, oh, H)`` and transposed column matrices ``(N, W, ow)`` that perform
+    RandomResizedCrop(size) (+ flip with p=0.5) on ``n`` images: ``rows @ img @ cols_t``.
+    Boxes follow torchvision's sampling rule; all random numbers come from ``generator``."""
+    oh, ow = (size, size) if isinstance(size, int) else size
+    top, left, h, w = sample_crop_boxes(n, height, width, scale=scale, ratio=ratio,
+                                        generator=generator).unbind(1)
+    rows = resample_matrices(top, h, height, oh, dtype=dtype)
+    cols = resample_matrices(left, w, width, ow, dtype=dtype)
+    if flip:
+        flips = torch.rand(n, generator=generator) < 0.5
+        cols = torch.where(flips[:, None, None], cols.flip(1), cols)
+    return rows, cols.transpose(1, 2)
+
+
+def apply_separable(x: torch.Tensor, rows: torch.Tensor, cols_t: torch.Tensor) -> torch.Tensor:
+    """``rows @ x @ cols_t`` per image and channel, in the cheaper order. ``x`` is NCHW,
+    ``rows`` (N, oh, H), ``cols_t`` (N, W, ow)."""
+    _, _, H, W = x.shape
+    oh, ow = rows.shape[1], cols_t.shape[2]
+    r, ct = rows.to(x.device, x.dtype).unsqueeze(1), cols_t.to(x.device, x.dtype).unsqueeze(1)
+    if oh * H * W + oh * W * ow <= H * W * ow + oh * H * ow:
+        return torch.matmul(torch.matmul(r, x), ct)
+    return torch.matmul(r, torch.matmul(x, ct))
 
 
 def random_resized_crop_flip(x: torch.Tensor, size: int | tuple[int, int], *,
@@ -157,19 +188,27 @@ def random_resized_crop_flip(x: torch.Tensor, size: int | tuple[int, int], *,
     boxes on every device."""
     if x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"x must be a float NCHW batch, got {x.dtype} with shape {tuple(x.shape)}")
-    n, c, H, W = x.shape
-    oh, ow = (size, size) if isinstance(size, int) else size
-    boxes = sample_crop_boxes(n, H, W, scale=scale, ratio=ratio, generator=generator)
-    top, left, h, w = boxes.unbind(1)
-    rows = resample_matrices(top, h, H, oh, dtype=x.dtype)            # (N, oh, H)
-    cols = resample_matrices(left, w, W, ow, dtype=x.dtype)           # (N, ow, W)
-    if flip:
-        flips = torch.rand(n, generator=generator) < 0.5
-        cols = torch.where(flips[:, None, None], cols.flip(1), cols)
-    rows, cols_t = rows.to(x.device).unsqueeze(1), cols.transpose(1, 2).to(x.device).unsqueeze(1)
-    if oh * H * W + oh * W * ow <= H * W * ow + oh * H * ow:
-        return torch.matmul(torch.matmul(rows, x), cols_t)
-    return torch.matmul(rows, torch.matmul(x, cols_t))
+    n, _, H, W = x.shape
+    rows, cols_t = crop_flip_matrices(n, H, W, size, scale=scale, ratio=ratio, flip=flip,
+                                      generator=generator, dtype=x.dtype)
+    return apply_separable(x, rows, cols_t)
+
+
+def crop_resize_normalize(x: torch.Tensor, rows: torch.Tensor, cols_t: torch.Tensor,
+                          mean: Sequence[float] | None, std: Sequence[float] | None, *,
+                          rgb: bool = False, input_scale: float = 1.0 / 255.0,
+                          chunk: int = 16) -> torch.Tensor:
+    """:func:`apply_separable` then :func:`normalize_batch`, fused: the batch is processed
+    ``chunk`` images at a time so the resampled intermediate stays in the CPU cache, and the
+    normalised (possibly 3-channel) result is written once into a single output tensor."""
+    n, c = x.shape[:2]
+    a, b, out_c = _norm_coeffs(c, mean, std, rgb, input_scale)
+    out = _empty((n, out_c, rows.shape[1], cols_t.shape[2]), x.dtype, x.device)
+    step = n if x.device.type != "cpu" else max(1, chunk)
+    for i in range(0, n, step):
+        z = apply_separable(x[i:i + step], rows[i:i + step], cols_t[i:i + step])
+        _normalize_into(z, a, b, out[i:i + step])
+    return out
 
 
 def random_flip(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -191,15 +230,23 @@ def resize_center_crop(x: torch.Tensor, size: int, *, crop_pct: float = 1.0) -> 
     return x[..., top:top + size, left:left + size]
 
 
-def normalize_batch(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
-                    *, rgb: bool = False, input_scale: float = 1.0 / 255.0) -> torch.Tensor:
-    """``(x * input_scale - mean) / std`` per channel in one fused op. A 1-channel batch with
-    ``rgb=True`` comes out with 3 channels (the gray value repeated, then normalised with
-    each channel's statistics), which is what an ImageNet backbone expects."""
-    c = x.shape[1]
-    out_c = 3 if (rgb and c == 1) else c
+def _empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised output tensor. Large CPU float32 outputs are allocated by NumPy, which
+    asks the kernel for transparent huge pages (``madvise``) where torch's CPU allocator does
+    not: a 224x224 RGB batch of 128 is 77 MB, and faulting that in as 4 KB pages on every
+    batch costs more than the augmentation itself. The tensor shares the array's memory."""
+    if device.type == "cpu" and dtype == torch.float32 and math.prod(shape) * 4 >= (4 << 20):
+        import numpy as np
+
+        return torch.from_numpy(np.empty(shape, dtype=np.float32))
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _norm_coeffs(c: int, mean, std, rgb: bool, input_scale: float):
+    """Per-output-channel scale and shift for ``(x * input_scale - mean) / std``."""
     if rgb and c not in (1, 3):
         raise ValueError(f"rgb=True needs 1 or 3 input channels, got {c}")
+    out_c = 3 if (rgb and c == 1) else c
     if mean is None:
         mean, std = (0.0,) * out_c, (1.0,) * out_c
     mean, std = tuple(mean), tuple(std)
@@ -208,7 +255,26 @@ def normalize_batch(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence
     if len(mean) != out_c or len(std) != out_c:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {out_c}-channel images"
                          + ("; pass rgb=True to repeat grayscale to 3 channels" if c == 1 else ""))
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    a, b = input_scale / s, -m / s
-    return torch.addcmul(b, x, a) if out_c == c else torch.addcmul(b, x.expand(-1, out_c, -1, -1), a)
+    a = [input_scale / s for s in std]
+    b = [-m / s for m, s in zip(mean, std)]
+    return a, b, out_c
+
+
+def _normalize_into(x: torch.Tensor, a, b, out: torch.Tensor) -> None:
+    # one pass per output channel: out_c = b_c + a_c * x_(c or 0); a broadcast addcmul over
+    # (N,1,H,W) x (1,3,1,1) is several times slower on CPU
+    c = x.shape[1]
+    for k in range(out.shape[1]):
+        torch.add(torch.tensor(b[k], dtype=x.dtype, device=x.device), x[:, k if c > 1 else 0],
+                  alpha=a[k], out=out[:, k])
+
+
+def normalize_batch(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
+                    *, rgb: bool = False, input_scale: float = 1.0 / 255.0) -> torch.Tensor:
+    """``(x * input_scale - mean) / std`` per channel. A 1-channel batch with ``rgb=True``
+    comes out with 3 channels (the gray value repeated, then normalised with each channel's
+    statistics), which is what an ImageNet backbone expects."""
+    a, b, out_c = _norm_coeffs(x.shape[1], mean, std, rgb, input_scale)
+    out = _empty((x.shape[0], out_c, *x.shape[2:]), x.dtype, x.device)
+    _normalize_into(x, a, b, out)
+    return out
