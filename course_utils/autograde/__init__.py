@@ -1,0 +1,129 @@
+"""Sandboxed, parallel autograding of untrusted submissions (``course grade``).
+
+``nbgrader autograde`` runs every student's code as the instructor, with the
+gradebook and the solutions readable, one student at a time.  This package keeps
+nbgrader's grading pipeline and changes where and how the notebooks execute.
+
+Design
+------
+*Who sees what.*  nbgrader's gradebook holds the locked and hidden test cells, so the
+grader process stays **outside** the sandbox.  For each submission it runs nbgrader's
+own ``Autograde`` converter: copy the files, record the timestamp, restore locked
+cells and hidden tests from the gradebook (``ClearOutput``, ``DeduplicateIds``,
+``OverwriteKernelspec``, ``OverwriteCells``, ``CheckCellMetadata``), then execute,
+then ``SaveAutoGrades``, ``AssignLatePenalties`` and the rest.  Only the execution
+step is replaced (:class:`~.execute.SandboxExecute`): the sanitised notebook goes
+into a bubblewrap sandbox (:mod:`.sandbox`), where ``_runner.py`` starts the kernel
+and drives it with nbclient -- kernel and client both inside, talking over the
+sandbox's private loopback.  Each finished cell comes back at once over a pipe, so a
+crash or a kill loses nothing that had already run.
+
+*The sandbox* (:class:`~.sandbox.Sandbox`): new user, PID, network, IPC and UTS
+namespaces; uid 65534 with no capabilities (when the grader runs as root, 65534 is
+also the host uid, so nothing in the sandbox is root anywhere); read-only binds of
+``/usr``, the Python installation, the virtual environment and ``course_utils``;
+nothing of the course directory, the gradebook, other submissions or any home
+directory; the submission's files copied into a size-limited private tmpfs that is
+its only writable place (with ``/tmp`` and ``/dev/shm``); rlimits on the kernel
+(CPU seconds, data segment and address space, processes and threads, file size,
+open files, no core dumps); a per-cell timeout (nbgrader's ``Execute.timeout``) and
+a wall-clock deadline per submission enforced from outside by killing the sandbox's
+PID namespace.
+
+*A hostile or broken submission is still graded.*  Cells that ran keep their
+outputs; the cell that was running when the kernel died, hung or the deadline struck
+gets an error, and every later code cell gets a ``NotExecuted`` error, so tests that
+never ran score zero (nbgrader would otherwise give full marks to a test cell without
+output).  Edited or deleted locked cells are restored (``OverwriteCells``, with
+``add_missing_cells`` on by default).  The submission's ``status`` (``ok``,
+``timeout``, ``cell-timeout``, ``memory``, ``kernel-died``, ``processes``,
+``tampered``, ``missing``, ``error``) and sentences saying what happened go to the
+summary table, the CSV and a "Notes from the autograder" cell at the top of the
+graded notebook, which the feedback HTML shows.
+
+*Parallel and consistent.*  ``workers`` threads (default: the number of cores) each
+supervise one sandbox.  All gradebook and course-directory work happens under one
+lock, released only while a notebook executes, so SQLite sees a single writer and
+nothing is lost or corrupted; the sandboxes themselves run in parallel.  Feedback
+HTML is rendered afterwards in ``workers`` processes (read-only gradebook access).
+
+Limits of the model: a kernel can still cheat *its own* grade (the tests run in the
+student's kernel, as with nbgrader, and the hidden tests are visible to code running
+beside them); the sandbox protects the instructor's files, the gradebook, other
+students and the machine.  There is no seccomp filter; the kernel's memory limit is
+an rlimit (virtual memory), not a cgroup.
+
+Public API
+----------
+:func:`grade_assignment`, :class:`GradeRun`, :class:`SubmissionResult`,
+:class:`Limits`, :class:`Sandbox`, :class:`SandboxUnavailable`, :class:`GradingError`,
+:func:`cli_grade` (the ``course grade`` command), :func:`format_table`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# Imported on first use, so that ``python -m course_utils.autograde._feedback`` (and
+# ``course --help``) do not pay for nbgrader before they need it.
+_LAZY = {
+    "grade_assignment": "grader", "GradeRun": "grader", "SubmissionResult": "grader",
+    "GradingError": "grader", "format_table": "report", "Limits": "sandbox",
+    "Sandbox": "sandbox", "SandboxUnavailable": "sandbox", "find_bwrap": "sandbox",
+    "GiB": "sandbox", "MiB": "sandbox",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["grade_assignment", "GradeRun", "SubmissionResult", "Limits", "Sandbox",
+           "SandboxUnavailable", "GradingError", "find_bwrap", "format_table", "cli_grade",
+           "GiB", "MiB"]
+
+#: Extra host paths made readable in the sandbox by ``course grade`` (os.pathsep-separated),
+#: e.g. a dataset cache the assignment loads.
+RO_BINDS_ENV = "COURSE_GRADE_RO_BINDS"
+
+
+def cli_grade(args: argparse.Namespace) -> int:
+    """``course grade ASSIGNMENT``: grade, print the summary table, write CSV and feedback.
+
+    Exit status 0 when the class was graded (whatever the submissions did), 2 when it
+    could not be (no bubblewrap, unknown assignment, no submissions ...).
+    """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .grader import GradingError, grade_assignment
+    from .report import format_table
+    from .sandbox import Limits, SandboxUnavailable
+
+    if not getattr(args, "verbose", False):
+        logging.getLogger("course_utils.autograde.nbgrader").setLevel(logging.ERROR)
+    binds = [p for p in os.environ.get(RO_BINDS_ENV, "").split(os.pathsep) if p]
+    try:
+        limits = Limits(wall_seconds=float(args.timeout))
+        with logging_redirect_tqdm():
+            run = grade_assignment(args.assignment, args.course_dir, workers=args.workers,
+                                   sandbox=not args.no_sandbox, limits=limits,
+                                   csv_path=args.csv, ro_binds=binds)
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (GradingError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(run))
+    if run.csv_path:
+        print(f"grades written to {run.csv_path}")
+    failed = [s for s, status in run.feedback.items() if status != "ok"]
+    if run.feedback:
+        print(f"feedback HTML in {run.course_dir / 'feedback'}"
+              + (f" (none for: {', '.join(sorted(failed))})" if failed else ""))
+    return 0

@@ -1,0 +1,274 @@
+"""Executes one student notebook *inside* the sandbox; never imported by the grader.
+
+This file is bind-mounted read-only into each sandbox and started as a script
+(``python -I _runner.py``), so it depends only on the standard library and on
+nbclient/jupyter_client/nbformat from the course environment -- not on
+``course_utils``, whose import would pull in more code than the sandbox needs.
+
+It has two modes:
+
+``_runner.py``
+    The grader side inside the sandbox.  It reads one JSON job from stdin (the
+    sanitised notebook with the hidden tests restored, the execution settings and the
+    kernel's resource limits), copies the submission's files into its private
+    writable working directory, starts a kernel through the launcher below and runs
+    the cells one at a time with nbclient.  After every cell it writes one JSON line
+    to the results pipe (read by the grader outside), so that whatever was
+    executed before a crash, a kill or a timeout is already safe outside.
+
+``_runner.py kernel LIMITS_JSON ARGS...``
+    The kernel launcher (the ``argv`` of the sandbox's kernelspec).  It applies the
+    resource limits to itself and then ``exec``\\ s ``python -m ipykernel_launcher ARGS``,
+    so the limits bind the student's kernel and every process it starts, but not the
+    runner above, which must survive a memory bomb to report what happened.
+
+Events written to the results pipe, one JSON object per line::
+
+    {"event": "ready", "language_info": {...}}
+    {"event": "start", "index": i}                    # cell i is about to run
+    {"event": "cell", "index": i, "outputs": [...], "execution_count": n,
+     "execution": {...}, "dropped_output_bytes": k, "processes": p}
+    {"event": "kernel_died", "index": i, "returncode": rc}
+    {"event": "unresponsive", "index": i, "message": "..."}
+    {"event": "error", "index": i, "message": "..."}
+    {"event": "done", "max_processes": p}
+
+The results pipe's descriptor number is given in the job (``results_fd``); it is
+not inherited by the kernel.  ``--sandboxed`` makes the runner drop to the
+unprivileged sandbox user first.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import traceback
+
+SANDBOX_UID = 65534
+PR_SET_DUMPABLE = 4
+KERNEL_NAME = "course-sandbox"
+
+_RLIMITS = {
+    "cpu": resource.RLIMIT_CPU,
+    "data": resource.RLIMIT_DATA,
+    "as": resource.RLIMIT_AS,
+    "nproc": resource.RLIMIT_NPROC,
+    "fsize": resource.RLIMIT_FSIZE,
+    "nofile": resource.RLIMIT_NOFILE,
+    "core": resource.RLIMIT_CORE,
+}
+
+
+def apply_limits(limits: dict) -> None:
+    """Set soft and hard rlimits; ``cpu`` gets a 5 s grace between SIGXCPU and SIGKILL."""
+    for name, value in limits.items():
+        if value is None:
+            continue
+        soft = hard = int(value)
+        if name == "cpu":
+            hard = soft + 5
+        resource.setrlimit(_RLIMITS[name], (soft, hard))
+
+
+def kernel_main(argv: list[str]) -> None:
+    """Kernel launcher: limit this process, then become the IPython kernel."""
+    apply_limits(json.loads(argv[0]))
+    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *argv[1:]])
+
+
+def drop_privileges() -> None:
+    """Become the unprivileged sandbox user and check that no capability is left.
+
+    When the grader runs as root, the sandbox starts as root *of its own user
+    namespace* (so that it could set up the mounts); the first thing the runner does
+    is to switch to uid/gid 65534, which clears every capability.
+    """
+    if os.getuid() == 0 or os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(SANDBOX_UID)
+        os.setuid(SANDBOX_UID)
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("CapEff:", "CapPrm:", "CapAmb:")) and int(line.split()[1], 16):
+                raise SystemExit(f"sandbox runner still holds capabilities: {line.strip()}")
+    # Not dumpable: processes of the same uid (the student's kernel) cannot open
+    # /proc/<runner>/fd/* (our results pipe) nor ptrace this process.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def count_tasks() -> int:
+    """Processes and threads in the sandbox's PID namespace (what RLIMIT_NPROC counts;
+    the sandbox's /proc shows nothing else)."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                total += len(os.listdir(f"/proc/{name}/task"))
+            except OSError:  # exited meanwhile
+                pass
+    return total
+
+
+def reap_strays(keep: set[int]) -> int:
+    """Kill every process of the sandbox except ``keep`` (used after a fork bomb, so
+    that the kernel can run the remaining cells); returns how many were killed."""
+    killed = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in keep:
+            try:
+                os.kill(int(name), signal.SIGKILL)
+                killed += 1
+            except OSError:  # not ours (the sandbox's init) or already gone
+                pass
+    return killed
+
+
+def prepare_workdir(job: dict) -> None:
+    """Copy the submission's files into the private, writable working directory."""
+    src, dst = job["input_dir"], job["work_dir"]
+    os.makedirs(dst, exist_ok=True)
+    if os.path.isdir(src):
+        shutil.copytree(src, dst, dirs_exist_ok=True, symlinks=True)
+
+
+def write_kernelspec(job: dict) -> None:
+    """A kernelspec whose argv goes through the limiting launcher above."""
+    kdir = os.path.join(job["jupyter_path"], "kernels", KERNEL_NAME)
+    os.makedirs(kdir, exist_ok=True)
+    spec = {
+        "argv": [sys.executable, "-I", "-S", os.path.abspath(__file__), "kernel",
+                 json.dumps(job["kernel_limits"]), "-f", "{connection_file}"],
+        "display_name": "Python 3 (sandboxed grading)",
+        "language": "python",
+        "metadata": {"debugger": False},
+    }
+    with open(os.path.join(kdir, "kernel.json"), "w") as fh:
+        json.dump(spec, fh)
+
+
+async def execute(job: dict, emit, count: bool = True) -> None:
+    # jsonschema builds an IRI grammar at import (about 1.5 s) when rfc3987_syntax is
+    # installed; the runner never validates IRIs, so skip it (jsonschema treats the
+    # package as absent).  This is paid once per submission, so it matters.
+    sys.modules.setdefault("rfc3987_syntax", None)
+    import nbformat
+    from jupyter_core.utils import ensure_async
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    max_bytes = int(job.get("max_output_bytes") or 0)
+    nproc = job["kernel_limits"].get("nproc")
+
+    class CappedClient(NotebookClient):
+        """Drops outputs beyond ``max_output_bytes`` per cell so a print loop cannot
+        exhaust the runner's memory; the count of dropped bytes goes back with the cell."""
+
+        dropped: dict[int, int] = {}
+        kept: dict[int, int] = {}
+
+        def output(self, outs, msg, display_id, cell_index):
+            if max_bytes:
+                size = len(json.dumps(msg.get("content", {})))
+                if self.kept.get(cell_index, 0) + size > max_bytes:
+                    self.dropped[cell_index] = self.dropped.get(cell_index, 0) + size
+                    return None
+                self.kept[cell_index] = self.kept.get(cell_index, 0) + size
+            return super().output(outs, msg, display_id, cell_index)
+
+    nb = nbformat.from_dict(job["notebook"])
+    execute_opts = job["execute"]
+    client = CappedClient(
+        nb,
+        kernel_name=KERNEL_NAME,
+        timeout=execute_opts["timeout"],
+        startup_timeout=execute_opts["startup_timeout"],
+        iopub_timeout=execute_opts["iopub_timeout"],
+        interrupt_on_timeout=execute_opts["interrupt_on_timeout"],
+        raise_on_iopub_timeout=execute_opts["raise_on_iopub_timeout"],
+        error_on_timeout=execute_opts["error_on_timeout"],
+        extra_arguments=execute_opts["extra_arguments"],
+        allow_errors=True,
+        record_timing=True,
+        resources={"metadata": {"path": job["work_dir"]}},
+    )
+    max_procs = 0
+    client.reset_execution_trackers()
+    async with client.async_setup_kernel():
+        info_id = await ensure_async(client.kc.kernel_info())
+        info = await client.async_wait_for_reply(info_id)
+        emit({"event": "ready",
+              "language_info": (info or {}).get("content", {}).get("language_info")})
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            emit({"event": "start", "index": index})
+            fatal = None
+            try:
+                reply = await client.async_execute_cell(
+                    cell, index, execution_count=client.code_cells_executed + 1)
+                del reply
+            except DeadKernelError:
+                returncode = None
+                provisioner = getattr(client.km, "provisioner", None)
+                if provisioner is not None:
+                    try:
+                        returncode = await provisioner.poll()
+                    except Exception:  # the exit status is only for the feedback
+                        returncode = None
+                fatal = {"event": "kernel_died", "index": index, "returncode": returncode}
+            except CellTimeoutError as exc:
+                # Interrupt did not bring the kernel back (or interrupts are disabled):
+                # it is still busy, so nothing after this cell can run.
+                fatal = {"event": "unresponsive", "index": index, "message": str(exc)}
+            procs = count_tasks() if count else 0
+            max_procs = max(max_procs, procs)
+            if count and nproc and procs >= nproc - 8:
+                kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
+                reap_strays({1, os.getpid(), kernel_pid})
+            emit({"event": "cell", "index": index, "outputs": cell.get("outputs", []),
+                  "execution_count": cell.get("execution_count"),
+                  "execution": cell.get("metadata", {}).get("execution", {}),
+                  "dropped_output_bytes": client.dropped.get(index, 0),
+                  "processes": procs})
+            if fatal is not None:
+                emit(fatal)
+                break
+    emit({"event": "done", "max_processes": max_procs})
+
+
+def runner_main(sandboxed: bool) -> int:
+    if sandboxed:
+        drop_privileges()
+    job = json.load(sys.stdin)
+    results_fd = int(job["results_fd"])
+    os.set_inheritable(results_fd, False)
+    out = os.fdopen(results_fd, "w", buffering=1)
+
+    def emit(event: dict) -> None:
+        out.write(json.dumps(event) + "\n")
+        out.flush()
+
+    os.makedirs(job["home"], exist_ok=True)
+    prepare_workdir(job)
+    write_kernelspec(job)
+    os.chdir(job["work_dir"])
+    try:
+        asyncio.run(execute(job, emit, count=sandboxed))
+    except Exception as exc:  # reported to the grader, which grades what ran
+        traceback.print_exc()
+        emit({"event": "error", "index": None,
+              "message": f"{type(exc).__name__}: {exc}"})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "kernel":
+        kernel_main(sys.argv[2:])
+    else:
+        sys.exit(runner_main(sandboxed="--sandboxed" in sys.argv[1:]))

@@ -1,0 +1,377 @@
+"""nbgrader preprocessors for sandboxed grading, and the merge of a sandbox run.
+
+``SandboxExecute`` takes the place of nbgrader's ``Execute`` in the autograde
+pipeline: it sends the sanitised notebook (locked cells and hidden tests already
+restored from the gradebook) into a :class:`~course_utils.autograde.sandbox.Sandbox`
+and merges back what came out.  It subclasses ``Execute`` so that the course's
+``c.Execute.timeout`` (and the other ``Execute`` options) keep their meaning.
+
+Whatever happened inside, the notebook that comes back is complete and gradable:
+
+* cells that ran keep their outputs;
+* the cell that was running when the kernel died, stopped answering or the
+  wall-clock limit struck gets an error output that says so;
+* every code cell after it gets a ``NotExecuted`` error output, so a test that never
+  ran scores zero -- nbgrader would otherwise give full marks to a test cell without
+  output (nbgrader issue #427);
+* a markdown cell "Notes from the autograder" at the top explains it in the feedback.
+
+``TrackingOverwriteCells`` is nbgrader's ``OverwriteCells`` that also records which
+locked cells a student edited or deleted, for the summary and the feedback.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.preprocessors import ClearHiddenTests, Execute, OverwriteCells
+
+__all__ = ["SandboxExecute", "TrackingOverwriteCells", "SubmissionLog", "merge_run",
+           "current", "NOTE_CELL_ID"]
+
+log = logging.getLogger(__name__)
+
+NOTE_CELL_ID = "course-grade-notes"
+_local = threading.local()
+
+
+@dataclass
+class SubmissionLog:
+    """What happened to one student's submission (filled in while it is graded).
+
+    Notes are filed under the notebook being graded (``notebook``), so that each
+    notebook's feedback explains only its own problems.
+    """
+
+    student: str
+    statuses: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    sandbox_seconds: float = 0.0
+    seconds: float = 0.0
+    notebook: str = ""
+    by_notebook: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, status: str, note: str) -> None:
+        self.statuses.add(status)
+        per = self.by_notebook.setdefault(self.notebook, [])
+        if note not in per:
+            per.append(note)
+
+    def notes_for(self, notebook: str) -> list[str]:
+        return list(self.by_notebook.get(notebook, []))
+
+    @property
+    def notes(self) -> list[str]:
+        several = len([k for k, v in self.by_notebook.items() if v]) > 1
+        return [f"{nb}: {n}" if several and nb else n
+                for nb, notes in self.by_notebook.items() for n in notes]
+
+    @property
+    def status(self) -> str:
+        return ",".join(sorted(self.statuses)) or "ok"
+
+
+@dataclass
+class GradingContext:
+    """Per-thread state: the sandbox, the gradebook lock and the student's log."""
+
+    sandbox: object
+    lock: threading.Lock
+    record: SubmissionLog
+
+
+def current() -> GradingContext:
+    ctx = getattr(_local, "ctx", None)
+    if ctx is None:
+        raise RuntimeError("SandboxExecute runs only inside course_utils.autograde's "
+                           "grader (no grading context on this thread)")
+    return ctx
+
+
+def set_context(ctx: GradingContext | None) -> None:
+    _local.ctx = ctx
+
+
+def _error(ename: str, evalue: str) -> NotebookNode:
+    return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def _cell_label(nb: NotebookNode, index: int) -> str:
+    cell = nb.cells[index]
+    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    number = sum(1 for c in nb.cells[: index + 1] if c.cell_type == "code")
+    return f"code cell {number}" + (f" ('{grade_id}')" if grade_id else "")
+
+
+def merge_run(nb: NotebookNode, run, limits, record: SubmissionLog) -> NotebookNode:
+    """Copy the outputs of ``run`` (a SandboxRun) into ``nb`` and make it gradable.
+
+    Cells that did not run get error outputs and ``record`` gets a status and a
+    sentence for each thing that went wrong.
+    """
+    executed: set[int] = set()
+    started: int | None = None
+    fatal_index: int | None = None
+    fatal_reason = None
+    ready = False
+    max_procs = 0
+    for event in run.events:
+        kind = event.get("event")
+        index = event.get("index")
+        if kind == "ready":
+            ready = True
+            if event.get("language_info"):
+                nb.metadata["language_info"] = event["language_info"]
+        elif kind == "start":
+            started = index
+        elif kind == "cell" and isinstance(index, int) and 0 <= index < len(nb.cells):
+            cell = nb.cells[index]
+            cell.outputs = [NotebookNode(o) for o in event.get("outputs", [])]
+            cell.execution_count = event.get("execution_count")
+            if event.get("execution"):
+                cell.metadata["execution"] = event["execution"]
+            if event.get("dropped_output_bytes"):
+                cell.outputs.append(new_output(
+                    "stream", name="stdout",
+                    text=f"\n[autograder: {event['dropped_output_bytes']} bytes of output "
+                         f"beyond the {limits.max_output_bytes} byte limit were dropped]\n"))
+            max_procs = max(max_procs, int(event.get("processes") or 0))
+            executed.add(index)
+        elif kind == "kernel_died":
+            fatal_index = index
+            rc = event.get("returncode")
+            how = _describe_exit(rc)
+            fatal_reason = ("KernelDied", f"the kernel stopped ({how}) while running this cell")
+            record.add("kernel-died",
+                       f"The Python kernel stopped ({how}) while running "
+                       f"{_cell_label(nb, index)}. Cells after it were not run and score zero.")
+        elif kind == "unresponsive":
+            fatal_index = index
+            fatal_reason = ("CellTimeoutError", "the cell did not stop when interrupted after "
+                            "the time limit, so the kernel could not run anything else")
+            record.add("cell-timeout",
+                       f"{_cell_label(nb, index).capitalize()} ran past the per-cell time "
+                       "limit and did not respond to an interrupt. Cells after it were not "
+                       "run and score zero.")
+        elif kind == "error":
+            record.errors.append(event.get("message", ""))
+        elif kind == "done":
+            max_procs = max(max_procs, int(event.get("max_processes") or 0))
+
+    done = run.last("done") is not None
+    if fatal_index is None and not done:
+        # Killed from outside (wall clock) or the runner itself failed.
+        if started is not None and started not in executed:
+            fatal_index = started
+        if run.timed_out:
+            reason = (f"the notebook was stopped after {limits.wall_seconds:g} s, the time "
+                      "limit for a whole submission")
+            fatal_reason = ("TimeoutError", reason + ", while this cell was running")
+            where = f" while running {_cell_label(nb, fatal_index)}" if fatal_index is not None else ""
+            record.add("timeout", f"The notebook was stopped after {limits.wall_seconds:g} s, "
+                       f"the time limit for a whole submission{where}. Cells that had not "
+                       "finished score zero.")
+        else:
+            detail = "; ".join(m for m in record.errors if m) or \
+                f"exit status {run.returncode}"
+            if not ready:
+                reason = f"the kernel could not be started ({detail})"
+            else:
+                reason = f"the grader inside the sandbox stopped unexpectedly ({detail})"
+            fatal_reason = ("SandboxError", reason)
+            record.add("error", f"The notebook could not be run to the end: {reason}. Cells "
+                       "that had not finished score zero.")
+            log.warning("%s: %s\n%s", record.student, reason, run.log_tail[-2000:])
+
+    if fatal_index is not None and fatal_reason is not None:
+        cell = nb.cells[fatal_index]
+        if not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            cell.setdefault("outputs", []).append(_error(*fatal_reason))
+    if fatal_reason is not None:
+        first_unrun = fatal_index + 1 if fatal_index is not None else 0
+        why = fatal_reason[1]
+        for i in range(first_unrun, len(nb.cells)):
+            cell = nb.cells[i]
+            if cell.cell_type == "code" and i not in executed:
+                cell.outputs = [_error("NotExecuted", f"this cell was not run: {why}")]
+                cell.execution_count = None
+
+    _scan_outputs(nb, limits, record, max_procs)
+    return nb
+
+
+def _describe_exit(rc) -> str:
+    if rc is None:
+        return "exit status unknown"
+    if rc < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = {"SIGKILL": ", often a memory limit", "SIGXCPU": ": CPU time limit",
+                "SIGXFSZ": ": file size limit", "SIGSEGV": ", a crash"}.get(name, "")
+        return f"killed by {name}{hint}"
+    return f"exit status {rc}"
+
+
+def _scan_outputs(nb: NotebookNode, limits, record: SubmissionLog, max_procs: int) -> None:
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") != "error":
+                continue
+            if out.get("ename") == "MemoryError":
+                record.add("memory", f"{_cell_label(nb, i).capitalize()} ran out of memory "
+                           f"(limit {limits.memory / 2**30:.3g} GiB) and raised MemoryError.")
+            elif out.get("ename") == "CellTimeoutError":
+                record.add("cell-timeout", f"{_cell_label(nb, i).capitalize()} ran past the "
+                           "per-cell time limit and was interrupted; it scores zero.")
+    if max_procs >= limits.processes - 2:
+        record.add("processes", f"The notebook started too many processes (limit "
+                   f"{limits.processes}); starting more failed and the extra ones were "
+                   "stopped.")
+
+
+def add_note_cell(nb: NotebookNode, notes: list[str]) -> None:
+    """Put "Notes from the autograder" first in the notebook (shown in the feedback)."""
+    if not notes:
+        return
+    text = "**Notes from the autograder**\n\n" + "\n".join(f"- {n}" for n in notes)
+    cell = new_markdown_cell(text)
+    if (nb.get("nbformat", 4), nb.get("nbformat_minor", 0)) >= (4, 5):
+        cell["id"] = NOTE_CELL_ID
+    else:
+        cell.pop("id", None)
+    cell.metadata["course_grade"] = {"note": True}
+    nb.cells.insert(0, cell)
+
+
+class SandboxExecute(Execute):
+    """Runs the notebook in the sandbox of the current grading context.
+
+    The gradebook lock of the context is released while the sandbox runs (the only
+    slow part), so that other graders can use the gradebook meanwhile.
+    """
+
+    def preprocess(self, nb: NotebookNode, resources):
+        ctx = current()
+        record = ctx.record
+        limits = ctx.sandbox.limits
+        timeout = self.timeout
+        if limits.cell_timeout is not None:
+            timeout = limits.cell_timeout
+        if timeout is None or timeout <= 0 or timeout > limits.wall_seconds:
+            timeout = max(1, int(limits.wall_seconds))
+        job = {
+            "notebook": nb,
+            "execute": {
+                "timeout": int(timeout),
+                "startup_timeout": int(self.startup_timeout),
+                "iopub_timeout": int(self.iopub_timeout),
+                "interrupt_on_timeout": bool(self.interrupt_on_timeout),
+                "raise_on_iopub_timeout": bool(self.raise_on_iopub_timeout),
+                "error_on_timeout": self.error_on_timeout,
+                "extra_arguments": list(self.extra_arguments),
+            },
+        }
+        path = resources.get("metadata", {}).get("path")
+        ctx.lock.release()
+        try:
+            run = ctx.sandbox.run(job, path, work_name=resources["nbgrader"]["assignment"])
+        finally:
+            ctx.lock.acquire()
+        record.sandbox_seconds += run.seconds
+        record.notebook = resources["nbgrader"]["notebook"]
+        nb = merge_run(nb, run, limits, record)
+        add_note_cell(nb, record.notes_for(record.notebook))
+        return nb, resources
+
+
+class TrackingOverwriteCells(OverwriteCells):
+    """nbgrader's ``OverwriteCells`` that records tampering in the grading context.
+
+    A locked cell counts as edited only when it matches neither the instructor's
+    version nor the released one (the instructor's with the hidden tests removed):
+    every honest submission differs from the gradebook's copy by its hidden tests.
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id is not None:
+            try:
+                source_cell = self.gradebook.find_source_cell(
+                    grade_id, self.notebook_id, self.assignment_id)
+            except MissingEntry:
+                source_cell = None
+            if source_cell is not None:
+                self._check(cell, source_cell, grade_id)
+        return super().preprocess_cell(cell, resources, cell_index)
+
+    def _check(self, cell, source_cell, grade_id) -> None:
+        if cell.cell_type != source_cell.cell_type:
+            _note_tamper(f"The submission changed the type of the cell '{grade_id}'; it was "
+                         "restored from the instructor's version before grading.")
+        is_locked = bool(cell.metadata.get("nbgrader", {}).get("locked", False))
+        if source_cell.locked and not is_locked:
+            _note_tamper(f"The submission unlocked the read-only cell '{grade_id}'; it was "
+                         "restored before grading.")
+        if source_cell.locked and not _same_text(cell.source, source_cell.source) and \
+                not _same_text(cell.source, _released(source_cell.source, self.parent)):
+            _note_tamper(f"The submission edited the read-only cell '{grade_id}'; it was "
+                         "restored from the instructor's version before grading.")
+        points = cell.metadata.get("nbgrader", {}).get("points")
+        if cell.metadata.get("nbgrader", {}).get("grade") and points is not None:
+            try:
+                max_score = self.gradebook.find_graded_cell(
+                    grade_id, self.notebook_id, self.assignment_id).max_score
+                if float(points) != float(max_score):
+                    _note_tamper(f"The submission changed the points of '{grade_id}' from "
+                                 f"{max_score:g} to {points}; the original points were used.")
+            except (MissingEntry, TypeError, ValueError):
+                pass
+
+    def preprocess(self, nb, resources):
+        ctx = getattr(_local, "ctx", None)
+        if ctx is not None:
+            ctx.record.notebook = resources["nbgrader"]["notebook"]
+        present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
+        nb, resources = super().preprocess(nb, resources)
+        try:
+            with Gradebook(resources["nbgrader"]["db_url"]) as gb:
+                expected = gb.find_notebook(resources["nbgrader"]["notebook"],
+                                            resources["nbgrader"]["assignment"])
+                names = [c.name for c in expected.grade_cells]
+        except MissingEntry:
+            names = []
+        for name in names:
+            if name not in present:
+                action = ("it was added back and graded" if self.add_missing_cells
+                          else "it scores zero")
+                _note_tamper(f"The submission deleted the graded cell '{name}'; {action}.")
+        return nb, resources
+
+
+def _same_text(a: str, b: str) -> bool:
+    norm = lambda s: "\n".join(line.rstrip() for line in s.strip().splitlines())  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def _released(source: str, parent) -> str:
+    """The instructor's cell source as released: hidden test regions removed."""
+    cell = new_code_cell(source)
+    try:
+        ClearHiddenTests(parent=parent)._remove_hidden_test_region(cell)
+    except RuntimeError:  # unbalanced delimiters: nothing was released differently
+        return source
+    return cell.source
+
+
+def _note_tamper(sentence: str) -> None:
+    ctx = getattr(_local, "ctx", None)
+    if ctx is not None:
+        ctx.record.add("tampered", sentence)

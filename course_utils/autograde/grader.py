@@ -1,0 +1,351 @@
+"""Grade a whole class: nbgrader's autograde pipeline, sandboxed and in parallel.
+
+Each submission is graded by nbgrader's own ``Autograde`` converter (so files,
+timestamps, late penalties, missing notebooks, restored cells and saved scores are
+exactly what ``nbgrader autograde`` does), with two substitutions: ``Execute``
+becomes :class:`~course_utils.autograde.execute.SandboxExecute` and
+``OverwriteCells`` becomes ``TrackingOverwriteCells``.
+
+``workers`` threads each grade one submission at a time.  Everything that touches
+the gradebook or the course directory runs under one lock, so the SQLite gradebook
+only ever sees one writer (and one reader) at a time; the lock is released while a
+notebook executes in its sandbox, which is where the time goes, so ``workers``
+sandboxes run at once.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbconvert.writers import FilesWriter
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.converters import Autograde
+from nbgrader.converters.base import BaseConverter
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.preprocessors import Execute, OverwriteCells
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+from tqdm.auto import tqdm
+
+from .execute import (GradingContext, SandboxExecute, SubmissionLog, TrackingOverwriteCells,
+                      set_context)
+from .sandbox import Limits, Sandbox
+
+__all__ = ["SubmissionResult", "GradeRun", "grade_assignment", "load_course_config",
+           "find_submissions", "GradingError"]
+
+log = logging.getLogger(__name__)
+_nbgrader_log = logging.getLogger("course_utils.autograde.nbgrader")
+
+
+class GradingError(RuntimeError):
+    """The assignment cannot be graded as asked; the message says what to do."""
+
+
+@dataclass
+class SubmissionResult:
+    """One student's outcome, as stored in the gradebook after grading."""
+
+    student: str
+    score: float
+    max_score: float
+    late_penalty: float = 0.0
+    status: str = "ok"
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class GradeRun:
+    """The outcome of :func:`grade_assignment`."""
+
+    assignment: str
+    course_dir: Path
+    results: list[SubmissionResult]
+    seconds: float
+    sandboxed: bool
+    workers: int
+    csv_path: Path | None = None
+    feedback: dict[str, str] = field(default_factory=dict)  # student -> "ok" or error
+
+    def by_student(self) -> dict[str, SubmissionResult]:
+        return {r.student: r for r in self.results}
+
+
+def load_course_config(course_dir: Path) -> Config:
+    """The course's ``nbgrader_config.py`` (if any) plus this grader's defaults.
+
+    ``OverwriteCells.add_missing_cells`` defaults to True here: a test cell the
+    student deleted is put back and run, as nbgrader does when so configured.
+    """
+    cfg = Config()
+    path = course_dir / "nbgrader_config.py"
+    if path.exists():
+        cfg.merge(PyFileConfigLoader(path.name, path=str(course_dir)).load_config())
+    if "add_missing_cells" not in cfg.OverwriteCells:
+        cfg.OverwriteCells.add_missing_cells = True
+    return cfg
+
+
+def _coursedir(cfg: Config, course_dir: Path, **traits) -> CourseDirectory:
+    """nbgrader's CourseDirectory rooted at ``course_dir``; a relative SQLite URL is
+    made absolute (nbgrader resolves it from the course directory, after a chdir that
+    this grader does not do)."""
+    cd = CourseDirectory(config=cfg, root=str(course_dir))
+    for k, v in traits.items():
+        setattr(cd, k, v)
+    db = _sqlite_path(cd.db_url)
+    if db is not None and db and not os.path.isabs(db):
+        cd.db_url = f"sqlite:///{course_dir / db}"
+    return cd
+
+
+def find_submissions(coursedir: CourseDirectory, assignment: str) -> list[str]:
+    """Student ids with a ``submitted/<student>/<assignment>`` directory, sorted,
+    without those in ``CourseDirectory.student_id_exclude``."""
+    pattern = coursedir.format_path(coursedir.submitted_directory, "*", assignment)
+    regexp = coursedir.format_path(coursedir.submitted_directory, "(?P<student_id>[^/]+)",
+                                   re.escape(assignment), escape=True)
+    excluded = {s for s in coursedir.student_id_exclude.split(",") if s}
+    students = []
+    for path in sorted(glob.glob(pattern)):
+        m = re.fullmatch(regexp, path)
+        if m and os.path.isdir(path) and m.group("student_id") not in excluded:
+            students.append(m.group("student_id"))
+    return students
+
+
+def _swap(classes, old, new):
+    """Replace ``old`` (or a subclass, or its import string) by ``new`` in a list."""
+    import importlib
+
+    out = []
+    for pp in classes:
+        cls = pp
+        if isinstance(pp, str):
+            module, name = pp.rsplit(".", 1)
+            cls = getattr(importlib.import_module(module), name)
+        out.append(new if isinstance(cls, type) and issubclass(cls, old) else cls)
+    return out
+
+
+class _SandboxedAutograde(Autograde):
+    """nbgrader's Autograde with sandboxed execution and tamper tracking.
+
+    ``start`` is BaseConverter.start without its ``os.chdir``: the working directory
+    is process-wide and other grader threads run at the same time (every path here
+    is absolute, so nothing depends on it).
+    """
+
+    def start(self) -> None:
+        self.sanitize_preprocessors = _swap(self.sanitize_preprocessors, OverwriteCells,
+                                            TrackingOverwriteCells)
+        self.autograde_preprocessors = _swap(self.autograde_preprocessors, Execute,
+                                             SandboxExecute)
+        self.init_notebooks()
+        self.writer = FilesWriter(parent=self, config=self.config)
+        self.exporter = self.exporter_class(parent=self, config=self.config)
+        for pp in self.preprocessors:
+            self.exporter.register_preprocessor(pp)
+        self.convert_notebooks()
+
+    def convert_single_notebook(self, notebook_filename: str) -> None:
+        """Autograde.convert_single_notebook without ``utils.setenv``: that sets and
+        deletes NBGRADER_EXECUTION in the process-wide environment, which races
+        between grader threads.  The sandbox gets NBGRADER_EXECUTION=autograde in its
+        own environment instead."""
+        self.log.info("Sanitizing %s", notebook_filename)
+        self._sanitizing = True
+        self._init_preprocessors()
+        BaseConverter.convert_single_notebook(self, notebook_filename)
+        notebook_filename = os.path.join(self.writer.build_directory,
+                                         os.path.basename(notebook_filename))
+        self.log.info("Autograding %s", notebook_filename)
+        self._sanitizing = False
+        self._init_preprocessors()
+        try:
+            BaseConverter.convert_single_notebook(self, notebook_filename)
+        finally:
+            self._sanitizing = True
+
+
+class _RecordingHandler(logging.Handler):
+    def __init__(self, record: SubmissionLog):
+        super().__init__(level=logging.ERROR)
+        self.record = record
+
+    def emit(self, rec: logging.LogRecord) -> None:
+        msg = rec.getMessage().strip()
+        if msg:
+            self.record.errors.append(msg.splitlines()[-1])
+
+
+def _student_logger(student: str, record: SubmissionLog) -> logging.Logger:
+    """A logger outside the manager (no leak over 300 students) that feeds the
+    student's record and propagates to ``course_utils.autograde.nbgrader``."""
+    lg = logging.Logger(f"{_nbgrader_log.name}.{student}")
+    lg.parent = _nbgrader_log
+    lg.addHandler(_RecordingHandler(record))
+    return lg
+
+
+def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
+               sandbox: Sandbox, lock: threading.Lock) -> SubmissionLog:
+    record = SubmissionLog(student=student)
+    set_context(GradingContext(sandbox=sandbox, lock=lock, record=record))
+    start = time.monotonic()
+    try:
+        with lock:
+            coursedir = _coursedir(cfg, course_dir, assignment_id=assignment,
+                                   student_id=student)
+            converter = _SandboxedAutograde(coursedir=coursedir, config=cfg,
+                                            log=_student_logger(student, record))
+            converter.force = True
+            try:
+                converter.start()
+            except Exception as exc:  # nbgrader logged the details for this student
+                reason = "; ".join(dict.fromkeys(e for e in record.errors if e)) or str(exc)
+                record.add("error", f"Grading failed, so this submission scores zero where "
+                           f"it was not graded: {reason}")
+                log.error("grading %s for %s failed: %s", assignment, student, reason)
+            _note_missing_notebooks(coursedir, assignment, student, record)
+    finally:
+        set_context(None)
+    record.seconds = time.monotonic() - start
+    return record
+
+
+def _note_missing_notebooks(coursedir, assignment, student, record) -> None:
+    submitted = coursedir.format_path(coursedir.submitted_directory, student, assignment)
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        for notebook in gb.find_assignment(assignment).notebooks:
+            if not os.path.exists(os.path.join(submitted, f"{notebook.name}.ipynb")):
+                record.notebook = notebook.name
+                record.add("missing", f"The notebook {notebook.name}.ipynb was not "
+                           "submitted; it scores zero.")
+
+
+def _scores(coursedir, assignment, students, records) -> list[SubmissionResult]:
+    results = []
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        for student in students:
+            rec = records[student]
+            try:
+                sub = gb.find_submission(assignment, student)
+                score, max_score = float(sub.score), float(sub.max_score)
+                penalty = float(sub.late_submission_penalty or 0.0)
+            except MissingEntry:
+                score, max_score, penalty = 0.0, float(gb.find_assignment(assignment).max_score), 0.0
+                rec.add("error", "No submission was recorded in the gradebook.")
+            results.append(SubmissionResult(student=student, score=score, max_score=max_score,
+                                            late_penalty=penalty, status=rec.status,
+                                            notes=rec.notes, seconds=rec.seconds))
+    return results
+
+
+def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignments", *,
+                     workers: int | None = None, sandbox: bool = True,
+                     limits: Limits | None = None, students=None, feedback: bool = True,
+                     csv_path: str | os.PathLike | None = None, progress: bool = True,
+                     ro_binds=(), env: dict[str, str] | None = None) -> GradeRun:
+    """Autograde every submission of ``assignment`` in ``course_dir``.
+
+    Parameters
+    ----------
+    workers : parallel sandboxes (default: ``os.cpu_count()``).
+    sandbox : False runs student code without isolation (trusted code only).
+    limits : per-submission resource limits (:class:`Limits`).
+    students : grade only these student ids (default: every submission).
+    feedback : also write ``feedback/<student>/<assignment>/*.html`` as
+        ``nbgrader generate_feedback`` does.
+    csv_path : where to write the grades (default ``<course_dir>/<assignment>_grades.csv``;
+        ``False`` writes none).
+    ro_binds, env : extra read-only host paths and environment variables for the
+        sandbox (for example a dataset cache the assignment reads).
+
+    Returns a :class:`GradeRun`; a submission that misbehaves is graded (zero where
+    a test did not pass) and its ``status``/``notes`` say what happened.
+    """
+    from .report import generate_feedback, write_csv
+
+    t0 = time.monotonic()
+    course_dir = Path(course_dir).resolve()
+    if not course_dir.is_dir():
+        raise GradingError(f"course_dir {course_dir} is not a directory; pass the nbgrader "
+                           "course directory (the one holding source/ and submitted/)")
+    cfg = load_course_config(course_dir)
+    coursedir = _coursedir(cfg, course_dir, assignment_id=assignment)
+    _check_gradebook(coursedir, assignment, course_dir)
+    found = find_submissions(coursedir, assignment)
+    if students is not None:
+        wanted = list(dict.fromkeys(students))
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            raise GradingError(f"students {missing} have no submission of '{assignment}' "
+                               f"under {coursedir.format_path(coursedir.submitted_directory, '*', assignment)}")
+        found = wanted
+    if not found:
+        raise GradingError(f"no submissions of '{assignment}' found under "
+                           f"{coursedir.format_path(coursedir.submitted_directory, '*', assignment)}; "
+                           f"run 'nbgrader collect {assignment}' (or copy them there) first")
+    workers = int(workers or os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+
+    box = Sandbox(limits, enabled=sandbox, ro_binds=ro_binds, env=env)
+    lock = threading.Lock()
+    records: dict[str, SubmissionLog] = {}
+    try:
+        box.check_hidden(course_dir, _sqlite_path(coursedir.db_url) or course_dir)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grade") as pool, \
+                tqdm(total=len(found), desc=f"grading {assignment}", unit="submission",
+                     disable=not progress, dynamic_ncols=True) as bar:
+            futures = {pool.submit(_grade_one, s, assignment, course_dir, cfg, box, lock): s
+                       for s in found}
+            for fut in as_completed(futures):
+                student = futures[fut]
+                records[student] = fut.result()
+                bar.set_postfix_str(f"{student}: {records[student].status}", refresh=False)
+                bar.update(1)
+    finally:
+        box.close()
+    results = _scores(coursedir, assignment, found, records)
+    run = GradeRun(assignment=assignment, course_dir=course_dir, results=results,
+                   seconds=0.0, sandboxed=sandbox, workers=workers)
+    if feedback:
+        run.feedback = generate_feedback(course_dir, assignment, found, workers=workers,
+                                         progress=progress)
+    if csv_path is not False:
+        run.csv_path = write_csv(run, Path(csv_path) if csv_path else
+                                 course_dir / f"{assignment}_grades.csv")
+    run.seconds = time.monotonic() - t0
+    return run
+
+
+def _sqlite_path(db_url: str) -> str | None:
+    if db_url.startswith("sqlite:///"):
+        return db_url[len("sqlite:///"):]
+    return None
+
+
+def _check_gradebook(coursedir: CourseDirectory, assignment: str, course_dir: Path) -> None:
+    db = _sqlite_path(coursedir.db_url)
+    if db is not None and not os.path.exists(db):
+        raise GradingError(f"no gradebook at {db}: run 'nbgrader generate_assignment "
+                           f"{assignment}' in {course_dir} first")
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        try:
+            gb.find_assignment(assignment)
+        except MissingEntry:
+            known = sorted(a.name for a in gb.assignments)
+            raise GradingError(f"assignment '{assignment}' is not in the gradebook "
+                               f"{coursedir.db_url} (it has: {known or 'none'}); run "
+                               f"'nbgrader generate_assignment {assignment}' in {course_dir} "
+                               "first") from None

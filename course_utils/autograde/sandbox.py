@@ -1,0 +1,473 @@
+"""Run one notebook in a bubblewrap sandbox and collect its cells as they finish.
+
+The grader process (which can read the gradebook and ``source/``) stays outside; only
+the kernel and the nbclient loop that drives it (``_runner.py``) run inside.  The
+sandbox has:
+
+* its own user, PID, network, IPC, UTS (and, where possible, cgroup) namespaces; the
+  network namespace has only a loopback interface, used by the kernel and its client;
+* an unprivileged user: uid/gid 65534 inside.  When the grader runs as root, the
+  sandbox gets a user namespace created here that maps 65534 to the host's 65534
+  (``nobody``), so its processes are not root on the host either (and
+  ``RLIMIT_NPROC``, which the kernel never enforces for host uid 0, applies);
+  otherwise bubblewrap maps 65534 to the calling user;
+* read-only binds of ``/usr`` (and the ``/bin``, ``/lib*`` links), the Python
+  installation, the virtual environment, the ``course_utils`` sources and nothing
+  else of the host: no ``/etc`` beyond a generated ``passwd``/``group``/``hosts`` and
+  the loader cache, no home directory, no course directory;
+* a size-limited private tmpfs for ``/tmp``, ``/dev/shm`` and the home directory;
+  the working directory (a copy of the submission's files) lives in that home, so a
+  submission never writes to the host's disk at all;
+* rlimits on the kernel and everything it starts (CPU seconds, data segment and
+  address space, processes, file size, open files, no core dumps);
+* a wall-clock deadline enforced from outside: the sandbox's PID namespace is killed
+  as a whole (killing bubblewrap kills its init, which takes every process with it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["Limits", "Sandbox", "SandboxRun", "SandboxUnavailable", "find_bwrap", "GiB", "MiB"]
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+GiB = 1 << 30
+SANDBOX_UID = 65534
+HOME = "/home/student"
+RUNNER_PATH = "/run/course-grade/runner.py"
+INPUT_DIR = "/run/course-grade/input"
+_RUNNER_SOURCE = Path(__file__).with_name("_runner.py")
+
+INSTALL_HINT = (
+    "bubblewrap ('bwrap') is needed to run untrusted submissions in a sandbox. "
+    "Install it with 'apt-get install bubblewrap' (Debian/Ubuntu; 'make system-deps' "
+    "does this), 'dnf install bubblewrap' (Fedora) or 'pacman -S bubblewrap' (Arch), "
+    "or pass --no-sandbox to run submissions without a sandbox (trusted code only)."
+)
+
+# Creates a user namespace and waits; the parent writes its uid/gid maps and keeps a
+# file descriptor to it (see _make_userns).  Only the standard library, no site.
+_USERNS_HELPER = (
+    "import ctypes,os,sys\n"
+    "libc=ctypes.CDLL(None,use_errno=True)\n"
+    "if libc.unshare(0x10000000)!=0:\n"
+    "    sys.stderr.write(os.strerror(ctypes.get_errno()));sys.exit(1)\n"
+    "os.write(1,b'r');os.read(0,1)\n"
+)
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot be used on this machine; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one submission.
+
+    ``memory`` is ``RLIMIT_DATA`` of the kernel (heap and private mappings: what a
+    memory bomb allocates); ``address_space`` (``RLIMIT_AS``) defaults to ``memory``
+    plus 8 GiB, because PyTorch and TensorFlow reserve gigabytes of address space they
+    never touch.  ``cpu_seconds`` defaults to the wall-clock limit.  ``processes``
+    counts every process and thread of the sandbox (a fork bomb stops there).
+    ``cell_timeout=None`` takes nbgrader's ``Execute.timeout`` (30 s unless
+    configured).  ``threads`` sets OMP/OpenBLAS/MKL/TF thread counts, so that
+    ``workers`` sandboxes share the cores instead of oversubscribing them.
+    """
+
+    wall_seconds: float = 300.0
+    cell_timeout: int | None = None
+    memory: int = 4 * GiB
+    address_space: int | None = None
+    cpu_seconds: int | None = None
+    processes: int = 256
+    file_size: int = 256 * MiB
+    open_files: int = 1024
+    tmpfs_size: int = 1 * GiB
+    max_output_bytes: int = 5 * MiB
+    threads: int = 1
+
+    def __post_init__(self):
+        for name in ("wall_seconds", "memory", "processes", "file_size", "open_files",
+                     "tmpfs_size", "threads"):
+            value = getattr(self, name)
+            if value is None or value <= 0:
+                raise ValueError(f"Limits.{name} must be positive, got {value!r}")
+
+    def kernel_rlimits(self) -> dict[str, int]:
+        return {
+            "cpu": int(self.cpu_seconds or max(1, round(self.wall_seconds))),
+            "data": int(self.memory),
+            "as": int(self.address_space or self.memory + 8 * GiB),
+            "nproc": int(self.processes),
+            "fsize": int(self.file_size),
+            "nofile": int(self.open_files),
+            "core": 0,
+        }
+
+
+@dataclass
+class SandboxRun:
+    """What came back from one run: the runner's events, in order, and how it ended."""
+
+    events: list[dict] = field(default_factory=list)
+    returncode: int | None = None
+    timed_out: bool = False
+    seconds: float = 0.0
+    log_tail: str = ""
+
+    def last(self, kind: str) -> dict | None:
+        for event in reversed(self.events):
+            if event.get("event") == kind:
+                return event
+        return None
+
+
+def find_bwrap() -> str | None:
+    """Path of the bubblewrap executable, or None ($COURSE_BWRAP overrides the search)."""
+    override = os.environ.get("COURSE_BWRAP")
+    if override:
+        return override if os.access(override, os.X_OK) else None
+    return shutil.which("bwrap")
+
+
+def _inside(path: Path, roots) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+class Sandbox:
+    """Executes sandboxed notebook jobs; one instance serves a whole grading run.
+
+    ``enabled=False`` runs the same runner as a plain subprocess (trusted code only):
+    rlimits and the wall-clock deadline still apply, isolation does not.
+    ``ro_binds`` are extra host paths made readable inside (for example a dataset
+    cache); ``env`` adds environment variables for the kernel.
+    """
+
+    def __init__(self, limits: Limits | None = None, *, enabled: bool = True,
+                 ro_binds=(), env: dict[str, str] | None = None, bwrap: str | None = None):
+        self.limits = limits or Limits()
+        self.enabled = enabled
+        self.extra_env = dict(env or {})
+        self.python = sys.executable
+        self._tmp = Path(tempfile.mkdtemp(prefix="course-grade-"))
+        self._root_mode = os.geteuid() == 0
+        self.ro_binds = self._python_binds() + [Path(p).resolve() for p in ro_binds]
+        for path in self.ro_binds:
+            if not path.exists():
+                raise FileNotFoundError(f"ro_binds: {path} does not exist; pass existing "
+                                        "paths to make readable inside the sandbox")
+        if enabled:
+            self.bwrap = bwrap or find_bwrap()
+            if not self.bwrap:
+                raise SandboxUnavailable(INSTALL_HINT)
+            self._write_etc()
+            self._self_test()
+
+    # -- set-up -----------------------------------------------------------------
+    def _python_binds(self) -> list[Path]:
+        """Host trees the runner and kernel need: Python, the venv, course_utils."""
+        import course_utils
+
+        candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+                      Path(os.path.realpath(sys.executable)).parent.parent,
+                      Path(course_utils.__file__).resolve().parent]
+        binds: list[Path] = []
+        for cand in sorted({c.resolve() for c in candidates}, key=lambda p: len(p.parts)):
+            if cand == Path("/"):
+                raise SandboxUnavailable(f"the Python installation ({sys.executable}) lives "
+                                         "at the file-system root; use a virtual environment")
+            if not _inside(cand, binds) and not _inside(cand, [Path("/usr")]):
+                binds.append(cand)
+        # The venv's own path (sys.prefix) may be a symlink farm: keep the literal path too.
+        literal = Path(sys.prefix).absolute()
+        if literal not in binds and not _inside(literal, binds) and literal.exists():
+            binds.append(literal)
+        return binds
+
+    def check_hidden(self, *paths) -> None:
+        """Refuse to run when a secret path (course dir, gradebook) would be visible."""
+        for p in paths:
+            p = Path(p).resolve()
+            for b in self.ro_binds:
+                if p == b or b in p.parents:
+                    raise SandboxUnavailable(
+                        f"{p} lies inside {b}, which the sandbox makes readable to "
+                        "submissions; move the course directory out of it")
+
+    def _write_etc(self) -> None:
+        etc = self._tmp / "etc"
+        etc.mkdir()
+        (etc / "passwd").write_text(
+            f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"student:x:{SANDBOX_UID}:{SANDBOX_UID}:student:{HOME}:/bin/sh\n")
+        (etc / "group").write_text(f"root:x:0:\nstudent:x:{SANDBOX_UID}:\n")
+        (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+        (etc / "hostname").write_text("grader\n")
+        for f in etc.iterdir():
+            f.chmod(0o644)
+        etc.chmod(0o755)
+        self._tmp.chmod(0o755)
+
+    def _self_test(self) -> None:
+        argv, fds, cleanup = self._bwrap_argv(None, ["/bin/true"])
+        try:
+            res = subprocess.run(argv, pass_fds=fds, capture_output=True, text=True,
+                                 timeout=60)
+        finally:
+            cleanup()
+        if res.returncode != 0:
+            raise SandboxUnavailable(
+                f"bubblewrap ({self.bwrap}) could not start a sandbox: "
+                f"{res.stderr.strip() or 'exit status %d' % res.returncode}. It needs "
+                "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+                "user.max_user_namespaces > 0). Pass --no-sandbox only for trusted code.")
+
+    def _make_userns(self) -> int:
+        """As root: a user namespace mapping 65534 -> host 65534; returns an fd to it."""
+        helper = subprocess.Popen([sys.executable, "-I", "-S", "-c", _USERNS_HELPER],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        try:
+            if helper.stdout.read(1) != b"r":
+                raise SandboxUnavailable("could not create a user namespace for the "
+                                         f"sandbox: {helper.stderr.read().decode().strip()}")
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{helper.pid}/{name}", "w") as fh:
+                    # uid 0 is mapped to root so that bubblewrap (still root at that
+                    # point) can set up the mounts; the runner drops to 65534 at once.
+                    fh.write(f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1\n")
+            return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            helper.stdin.close()
+            helper.wait()
+
+    def _bwrap_argv(self, input_dir: Path | None, command: list[str],
+                    extra_fds=()) -> tuple[list[str], tuple[int, ...], callable]:
+        fds = list(extra_fds)
+        closers = []
+        argv = [self.bwrap]
+        if self._root_mode:
+            nsfd = self._make_userns()
+            fds.append(nsfd)
+            closers.append(lambda: os.close(nsfd))
+            argv += ["--userns", str(nsfd), "--cap-drop", "ALL",
+                     "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        else:
+            argv += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+        argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+                 "--unshare-cgroup-try", "--hostname", "grader", "--die-with-parent",
+                 "--new-session", "--clearenv"]
+        # File system: /usr and its compatibility links, then our trees, read-only.
+        argv += ["--ro-bind", "/usr", "/usr"]
+        for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            host = Path("/") / name
+            if host.is_symlink():
+                argv += ["--symlink", os.readlink(host), str(host)]
+            elif host.is_dir():
+                argv += ["--ro-bind", str(host), str(host)]
+        made = set()
+        for path in self.ro_binds:
+            for parent in reversed(path.parents):
+                if parent == Path("/") or parent in made or _inside(parent, self.ro_binds):
+                    continue
+                if str(parent) in ("/usr", "/tmp", "/home", "/run", "/dev", "/proc", "/etc"):
+                    continue
+                argv += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+            argv += ["--ro-bind", str(path), str(path)]
+        etc = self._tmp / "etc"
+        for name in ("passwd", "group", "hosts", "hostname"):
+            argv += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+        for name in ("ld.so.cache", "localtime"):
+            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        argv += ["--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", "/dev/shm",
+                 "--perms", "0755", "--dir", "/home",
+                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", HOME,
+                 "--perms", "0755", "--dir", "/run",
+                 "--perms", "0755", "--dir", str(Path(RUNNER_PATH).parent),
+                 "--ro-bind", str(_RUNNER_SOURCE), RUNNER_PATH]
+        if input_dir is not None:
+            argv += ["--ro-bind", str(input_dir), INPUT_DIR]
+        for key, value in self._env(HOME).items():
+            argv += ["--setenv", key, value]
+        argv += ["--chdir", HOME, "--", *command]
+
+        def cleanup():
+            for close in closers:
+                close()
+        return argv, tuple(fds), cleanup
+
+    def _env(self, home: str) -> dict[str, str]:
+        threads = str(self.limits.threads)
+        env = {
+            "PATH": f"{Path(self.python).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": home, "USER": "student", "LOGNAME": "student",
+            "LANG": "C.UTF-8", "TMPDIR": "/tmp" if self.enabled else str(Path(home) / "tmp"),
+            "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1",
+            "JUPYTER_PATH": f"{home}/.local/share/jupyter",
+            "JUPYTER_RUNTIME_DIR": f"{home}/.local/share/jupyter/runtime",
+            "JUPYTER_CONFIG_DIR": f"{home}/.jupyter", "JUPYTER_PLATFORM_DIRS": "1",
+            "IPYTHONDIR": f"{home}/.ipython",
+            "NBGRADER_EXECUTION": "autograde",
+            "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads, "NUMEXPR_NUM_THREADS": threads,
+            "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        env.update(self.extra_env)
+        return env
+
+    # -- running ----------------------------------------------------------------
+    def run(self, job: dict, input_dir: Path | None, *, work_name: str = "work") -> SandboxRun:
+        """Execute ``job`` (see ``_runner.py``) with ``input_dir`` copied in as the
+        working directory; returns the events, even when the run was killed."""
+        read_fd, write_fd = os.pipe()
+        os.set_inheritable(write_fd, True)
+        job = dict(job)
+        job.update(results_fd=write_fd, kernel_limits=self.limits.kernel_rlimits(),
+                   max_output_bytes=self.limits.max_output_bytes)
+        run_tmp = Path(tempfile.mkdtemp(prefix="run-", dir=self._tmp))
+        log_path = run_tmp / "log.txt"
+        if input_dir is not None:
+            # A private copy the sandbox user can read (the caller's may be 0700).
+            input_dir = _readable_copy(Path(input_dir), run_tmp / "input")
+        cleanup = lambda: None  # noqa: E731
+        if self.enabled:
+            home = HOME
+            job.update(home=home, work_dir=f"{home}/{work_name}", input_dir=INPUT_DIR,
+                       jupyter_path=f"{home}/.local/share/jupyter")
+            cmd = [self.python, "-I", RUNNER_PATH, "--sandboxed"]
+            argv, fds, cleanup = self._bwrap_argv(input_dir, cmd, extra_fds=(write_fd,))
+            env = None
+        else:
+            home = str(run_tmp / "home")
+            os.makedirs(Path(home) / "tmp")
+            job.update(home=home, work_dir=f"{home}/{work_name}",
+                       input_dir=str(input_dir) if input_dir else "",
+                       jupyter_path=f"{home}/.local/share/jupyter")
+            argv, fds = [self.python, "-I", str(_RUNNER_SOURCE)], (write_fd,)
+            env = self._env(home)
+        result = SandboxRun()
+        start = time.monotonic()
+        try:
+            with open(log_path, "wb") as log_fh:
+                try:
+                    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log_fh,
+                                            stderr=subprocess.STDOUT, pass_fds=fds, env=env,
+                                            start_new_session=True, cwd=run_tmp)
+                finally:
+                    os.close(write_fd)
+                    cleanup()
+                try:
+                    proc.stdin.write(json.dumps(job).encode())
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                self._collect(proc, read_fd, start, result)
+            result.seconds = time.monotonic() - start
+            result.log_tail = _tail(log_path, 20000)
+        finally:
+            os.close(read_fd)
+            shutil.rmtree(run_tmp, ignore_errors=True)
+        return result
+
+    def _collect(self, proc: subprocess.Popen, read_fd: int, start: float,
+                 result: SandboxRun) -> None:
+        deadline = start + self.limits.wall_seconds
+        buf = b""
+        sel = selectors.DefaultSelector()
+        sel.register(read_fd, selectors.EVENT_READ)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    result.timed_out = True
+                    break
+                if not sel.select(timeout=min(remaining, 1.0)):
+                    if proc.poll() is not None and not sel.select(timeout=0):
+                        break
+                    continue
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        try:
+                            result.events.append(json.loads(line))
+                        except json.JSONDecodeError:
+                            log.warning("unreadable event from the sandbox: %.200r", line)
+        finally:
+            sel.close()
+        if result.timed_out:
+            self._kill(proc)
+        try:
+            result.returncode = proc.wait(timeout=max(5.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            result.timed_out = True
+            self._kill(proc)
+            result.returncode = proc.wait()
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        # bubblewrap leads its own session; killing it kills the sandbox's init
+        # (--die-with-parent), and the kernel then kills every process in the PID
+        # namespace.  Without the sandbox, the session is all we have.
+        for target in (lambda: os.killpg(proc.pid, signal.SIGKILL),
+                       lambda: proc.kill()):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def with_limits(self, **changes) -> Limits:
+        return replace(self.limits, **changes)
+
+
+def _readable_copy(src: Path, dst: Path) -> Path:
+    """Copy ``src`` to ``dst`` (symlinks kept as links), directories 0755, files 0644."""
+    run_tmp = dst.parent
+    run_tmp.chmod(0o755)
+    shutil.copytree(src, dst, symlinks=True)
+    for dirpath, dirnames, filenames in os.walk(dst):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o644)
+    return dst
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - n))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
