@@ -112,7 +112,8 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
         raise ValueError(f"{source}: idx file is {len(raw)} bytes but its header announces "
                          f"{expected} (dims {dims}); the file is truncated or corrupt — delete "
                          "it and load again")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    # a writable copy, like the arrays np.load returns on a warm load
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 def _read_gz(path: Path, key: str) -> np.ndarray:

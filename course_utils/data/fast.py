@@ -36,6 +36,8 @@ def as_nchw_uint8(x) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         if x.dtype != np.uint8:
             raise TypeError(f"x must hold uint8 images, got dtype {x.dtype}")
+        if not x.flags.writeable:  # torch cannot wrap read-only memory (e.g. np.load mmap)
+            x = x.copy()
         if x.ndim == 3:
             t = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
         elif x.ndim == 4:
