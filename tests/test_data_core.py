@@ -26,6 +26,8 @@ def test_list_and_unknown_name_lists_valid_ones():
     msg = str(err.value)
     assert "fashon_mnist" in msg and "fashion_mnist" in msg and "digits" in msg
     assert isinstance(err.value, ValueError)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['size'\]"):
+        data.load("digits", size=32)
 
 
 def test_imagedata_validates_types():
@@ -115,3 +117,33 @@ def test_fashion_mnist_from_debian_then_cache(tmp_path, monkeypatch):
     # warm load from the cache only (system dir disabled), same arrays
     again = fm.load_fashion_mnist(download=False, system_dir=None)
     np.testing.assert_array_equal(again.x_test, d.x_test)
+
+
+@pytest.mark.skipif(not fm.SYSTEM_DIR.is_dir(), reason="Debian dataset-fashion-mnist not installed")
+def test_fashion_mnist_download_path_and_offline_message(tmp_path, monkeypatch):
+    """No system copy: the .gz files come from a (loopback) mirror, are verified, cached."""
+    import hashlib
+
+    from course_utils.download import DownloadError
+    from test_download import LoopbackServer
+
+    with pytest.raises(DownloadError) as err:
+        fm.load_fashion_mnist(root=tmp_path / "off", download=False, system_dir=None)
+    msg = str(err.value)
+    assert "fashion_mnist" in msg and fm.URLS[0] in msg and "digits" in msg
+    assert str(tmp_path / "off" / "raw" / fm.FILES["x_train"]) in msg
+
+    server = LoopbackServer()
+    try:
+        blobs = {k: (fm.SYSTEM_DIR / f).read_bytes() for k, f in fm.FILES.items()}
+        for k, b in blobs.items():
+            server.add("/mirror/" + fm.FILES[k], b)
+        # the loopback mirror serves Debian's re-compressed files: pin their hashes for this test
+        monkeypatch.setattr(fm, "URLS", (server.url("/down/"), server.url("/mirror/")))
+        monkeypatch.setattr(fm, "GZ_SHA256", {k: hashlib.sha256(b).hexdigest() for k, b in blobs.items()})
+        monkeypatch.setattr(fm, "GZ_MD5", {k: hashlib.md5(b).hexdigest() for k, b in blobs.items()})
+        d = fm.load_fashion_mnist(root=tmp_path / "dl", download=True, system_dir=None)
+    finally:
+        server.close()
+    assert d.x_train.shape == (60000, 28, 28) and d.x_train.flags.writeable
+    assert sorted(p.name for p in (tmp_path / "dl" / "raw").iterdir()) == sorted(fm.FILES.values())

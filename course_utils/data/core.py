@@ -10,6 +10,7 @@ set, and the official test set travels unchanged as ``x_test``/``y_test``.
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -84,6 +85,11 @@ def load(name: str, *, root=None, download: bool = True, **options) -> "ImageDat
     """
     _ensure_registered()
     spec = _spec(name)
+    accepted = [p for p in inspect.signature(spec.loader).parameters if p not in ("root", "download")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"load({name!r}) got unknown option(s) {unknown}; "
+                        f"{name!r} accepts {accepted or 'no options'} besides root= and download=")
     log.info("loading dataset %s (%s profile)", name, spec.profile)
     return spec.loader(root=root, download=download, **options)
 

@@ -50,7 +50,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 #: eval transform (Resize 256 + CenterCrop 224) and RandomResizedCrop(224) have their pixels.
 DEFAULT_SIZE = 256
 
-_EMBEDDED = "load('fashion_mnist') or load('digits'), which need no internet"
+_EMBEDDED = "the embedded datasets instead: load('fashion_mnist') or load('digits')"
 
 
 class CorruptImageError(ValueError):
