@@ -35,7 +35,7 @@ import stat
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import Sequence
 
 __all__ = ["data_home", "fetch", "extract", "verify", "file_hash", "check_archive_members",
            "DownloadError", "ChecksumError", "UnsafeArchiveError", "ArchiveError"]
