@@ -39,7 +39,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from course_utils import data
 
     for name in args.names:
-        ds = data.load(name, download=not args.offline)
+        try:
+            ds = data.load(name, download=not args.offline)
+        except (OSError, ValueError, RuntimeError) as exc:  # download, checksum, archive errors
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(f"{name}: {len(ds.x_train)} training and {len(ds.x_test)} test images, "
               f"{len(ds.classes)} classes")
     return 0
