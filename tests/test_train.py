@@ -139,7 +139,29 @@ class EpochLoader(NumpyShuffleLoader):
             yield self.x[j], self.y[j]
 
 
+class FlatFastLoader:
+    """The course's FastLoader (uint8 images, seeded per-epoch shuffle), flattened for an MLP."""
+
+    def __init__(self, x, y, bs):
+        from course_utils.data import FastLoader
+
+        img = ((x.numpy() + 4.0) * 30).clip(0, 255).astype(np.uint8).reshape(-1, 2, 2)
+        self.inner = FastLoader(img, y.numpy(), bs, shuffle=True, seed=7, mean=(0.5,), std=(0.25,))
+
+    def set_epoch(self, epoch):
+        self.inner.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        for xb, yb in self.inner:
+            yield xb.flatten(1), yb
+
+
 def _loaders(kind, x, y):
+    if kind == "fastloader":
+        return FlatFastLoader(x, y, 16)
     if kind == "dataloader-generator":
         return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True,
                           generator=torch.Generator().manual_seed(99))
@@ -151,7 +173,7 @@ def _loaders(kind, x, y):
 
 
 @pytest.mark.parametrize("kind", ["dataloader-generator", "dataloader-global", "numpy-global",
-                                  "set_epoch"])
+                                  "set_epoch", "fastloader"])
 def test_exact_resume_is_bit_identical(tmp_path, kind):
     x, y = blobs(64)
     xv, yv = blobs(32, seed=1)
