@@ -194,6 +194,7 @@ async def execute(job: dict, emit, count: bool = True) -> None:
         extra_arguments=execute_opts["extra_arguments"],
         allow_errors=True,
         record_timing=True,
+        shutdown_kernel="immediate",
         resources={"metadata": {"path": job["work_dir"]}},
     )
     max_procs = 0
@@ -208,10 +209,17 @@ async def execute(job: dict, emit, count: bool = True) -> None:
                 continue
             emit({"event": "start", "index": index})
             fatal = None
+            peak = [0]
+
+            async def sample():  # the most tasks seen while the cell runs
+                while True:
+                    peak[0] = max(peak[0], count_tasks())
+                    await asyncio.sleep(0.2)
+
+            sampler = asyncio.ensure_future(sample()) if count else None
             try:
-                reply = await client.async_execute_cell(
+                await client.async_execute_cell(
                     cell, index, execution_count=client.code_cells_executed + 1)
-                del reply
             except DeadKernelError:
                 returncode = None
                 provisioner = getattr(client.km, "provisioner", None)
@@ -225,9 +233,14 @@ async def execute(job: dict, emit, count: bool = True) -> None:
                 # Interrupt did not bring the kernel back (or interrupts are disabled):
                 # it is still busy, so nothing after this cell can run.
                 fatal = {"event": "unresponsive", "index": index, "message": str(exc)}
-            procs = count_tasks() if count else 0
+            finally:
+                if sampler is not None:
+                    sampler.cancel()
+            procs = max(peak[0], count_tasks()) if count else 0
             max_procs = max(max_procs, procs)
             if count and nproc and procs >= nproc - 8:
+                # A fork bomb: stop whatever the kernel left behind, so that it can
+                # still run the remaining cells.
                 kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
                 reap_strays({1, os.getpid(), kernel_pid})
             emit({"event": "cell", "index": index, "outputs": cell.get("outputs", []),

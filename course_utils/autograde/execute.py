@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
@@ -280,9 +281,14 @@ class SandboxExecute(Execute):
             },
         }
         path = resources.get("metadata", {}).get("path")
+        # The graded notebooks in the autograded folder are the sanitised copies, with
+        # the hidden tests: they stay out of the sandbox (the notebook itself goes in
+        # through the runner's stdin).
+        exclude = [p.name for p in Path(path).glob("*.ipynb")] if path else []
         ctx.lock.release()
         try:
-            run = ctx.sandbox.run(job, path, work_name=resources["nbgrader"]["assignment"])
+            run = ctx.sandbox.run(job, path, work_name=resources["nbgrader"]["assignment"],
+                                  exclude=exclude)
         finally:
             ctx.lock.acquire()
         record.sandbox_seconds += run.seconds

@@ -332,9 +332,11 @@ class Sandbox:
         return env
 
     # -- running ----------------------------------------------------------------
-    def run(self, job: dict, input_dir: Path | None, *, work_name: str = "work") -> SandboxRun:
+    def run(self, job: dict, input_dir: Path | None, *, work_name: str = "work",
+            exclude=()) -> SandboxRun:
         """Execute ``job`` (see ``_runner.py``) with ``input_dir`` copied in as the
-        working directory; returns the events, even when the run was killed."""
+        working directory (without the top-level names in ``exclude``); returns the
+        events, even when the run was killed."""
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, True)
         job = dict(job)
@@ -344,7 +346,7 @@ class Sandbox:
         log_path = run_tmp / "log.txt"
         if input_dir is not None:
             # A private copy the sandbox user can read (the caller's may be 0700).
-            input_dir = _readable_copy(Path(input_dir), run_tmp / "input")
+            input_dir = _readable_copy(Path(input_dir), run_tmp / "input", exclude)
         cleanup = lambda: None  # noqa: E731
         if self.enabled:
             home = HOME
@@ -448,11 +450,14 @@ class Sandbox:
         return replace(self.limits, **changes)
 
 
-def _readable_copy(src: Path, dst: Path) -> Path:
-    """Copy ``src`` to ``dst`` (symlinks kept as links), directories 0755, files 0644."""
+def _readable_copy(src: Path, dst: Path, exclude=()) -> Path:
+    """Copy ``src`` to ``dst`` (symlinks kept as links, top-level names in ``exclude``
+    left out), directories 0755, files 0644."""
     run_tmp = dst.parent
     run_tmp.chmod(0o755)
-    shutil.copytree(src, dst, symlinks=True)
+    skip = set(exclude)
+    shutil.copytree(src, dst, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if n in skip and Path(d) == src])
     for dirpath, dirnames, filenames in os.walk(dst):
         os.chmod(dirpath, 0o755)
         for name in filenames:
