@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["is_distributed", "init_distributed", "world_size", "rank", "local_rank",
-           "is_main_process", "shard", "all_reduce_sum", "barrier", "wrap_model", "unwrap_model",
+           "is_main_process", "shard", "all_reduce_sum", "average_gradients", "barrier", "wrap_model", "unwrap_model",
            "cleanup"]
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,18 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def average_gradients(params) -> None:
+    """Average ``.grad`` over ranks, what DDP does in backward; for gradients accumulated
+    under ``no_sync`` that must be applied without another synchronised backward."""
+    w = world_size()
+    if w == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(w)
 
 
 def barrier() -> None:

@@ -303,7 +303,9 @@ def _run_epoch(net, loader, *, optimizer, scheduler_per_batch, loss_fn, metrics,
                 if show and meter.n:
                     bar.set_postfix(loss=f"{meter.loss_sum / meter.n:.4f}", refresh=False)
             bar.update(1)
-        if pending_grads:  # a loader without len() ended inside an accumulation group
+        if pending_grads:  # the loader ended inside an accumulation group
+            if distributed:  # those backward passes ran under no_sync: average by hand
+                ddp.average_gradients(params)
             _step(optimizer, scaler, params, clip_grad_norm)
             if scheduler_per_batch is not None:
                 scheduler_per_batch.step()

@@ -18,12 +18,24 @@ WORLD = 2
 GLOBAL_BATCH = 8
 
 
+class Batches:
+    """Re-iterable batches without ``__len__`` (like a streaming loader): with 5 batches and
+    grad_accum=2 the last step follows one backward run under DDP's no_sync."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
 def problem():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(64) % 3
     x = torch.randn(64, 5, generator=g) + nn.functional.one_hot(y, 5).float() * 2.0
-    train = [(x[i:i + GLOBAL_BATCH], y[i:i + GLOBAL_BATCH]) for i in range(0, 48, GLOBAL_BATCH)]
-    val = [(x[48:], y[48:])]
+    train = Batches([(x[i:i + GLOBAL_BATCH], y[i:i + GLOBAL_BATCH])
+                     for i in range(0, 40, GLOBAL_BATCH)])
+    val = [(x[40:], y[40:])]
     return train, val
 
 
@@ -36,7 +48,7 @@ def run_fit(net, out_dir):
     from course_utils.train import fit
 
     train, val = problem()
-    return fit(net, train, val, epochs=3, lr=0.2, optimizer="sgd", device="cpu", seed=0,
+    return fit(net, train, val, epochs=3, lr=0.2, optimizer="sgd", device="cpu", seed=0, grad_accum=2,
                progress=False, checkpoint_dir=Path(out_dir) / "ckpt", restore_best=False)
 
 
