@@ -11,7 +11,9 @@ samples, rank ``r`` keeps samples ``r, r + W, r + 2W, ...`` (``W`` = world size)
 averages the gradients of the per-rank mean losses, which equals the gradient of the mean
 loss over the global batch when ``B`` is a multiple of ``W`` (otherwise shards differ by one
 sample and the average is very slightly re-weighted). A global batch with fewer than ``W``
-samples is skipped on every rank, since a rank without data would leave the others waiting.
+samples is skipped on every rank, since a rank without data would leave the others waiting
+(with ``grad_accum`` the accumulation group it belonged to is then averaged as if it were
+there; use ``drop_last`` or a dataset size that avoids such a batch for exact equivalence).
 This keeps any loader usable as-is (no ``DistributedSampler`` needed) at the cost of each
 rank loading the full batch; for the course's in-memory loaders that cost is negligible.
 """
@@ -25,8 +27,8 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["is_distributed", "init_distributed", "world_size", "rank", "local_rank",
-           "is_main_process", "shard", "all_reduce_sum", "average_gradients", "barrier", "wrap_model", "unwrap_model",
-           "cleanup"]
+           "is_main_process", "shard", "all_reduce_sum", "average_gradients", "barrier",
+           "wrap_model", "unwrap_model", "cleanup"]
 
 log = logging.getLogger(__name__)
 

@@ -287,8 +287,8 @@ def test_optimizer_forms_scheduler_and_metrics():
     data = batches(x, y, 16)
     m = mlp()
     opt = torch.optim.SGD(m.parameters(), lr=0.05)
-    h = tr.fit(m, data, data, epochs=3, optimizer=opt, scheduler="cosine" if False else
-               torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5), progress=False,
+    h = tr.fit(m, data, data, epochs=3, optimizer=opt,
+               scheduler=torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5), progress=False,
                metrics={"err": lambda o, t: (o.argmax(1) != t).float().mean()})
     assert h["lr"] == [0.05, 0.025, 0.0125]
     assert h["val_err"][-1] == pytest.approx(1 - h["val_acc"][-1])
@@ -371,3 +371,17 @@ def test_amp_on_cuda_learns(amp):
                device="cuda", channels_last=True, progress=False)
     assert h.last["val_acc"] > 0.95
     assert next(m.parameters()).device.type == "cuda"
+
+
+def test_plateau_and_per_step_schedulers():
+    x, y = blobs(64)
+    xv, yv = blobs(32, seed=1, flip=True)  # validation loss rises: the plateau rule fires
+    h = tr.fit(mlp(), batches(x, y, 16), batches(xv, yv, 32), epochs=3, lr=0.1, optimizer="sgd",
+               scheduler=lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5,
+                                                                              patience=0),
+               progress=False)
+    assert h["lr"][0] == 0.1 and h["lr"][2] < h["lr"][1] <= 0.1
+    h = tr.fit(mlp(), batches(x, y, 16), epochs=2, lr=0.1, optimizer="sgd", progress=False,
+               scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.5),
+               scheduler_interval="step")
+    assert h["lr"] == [0.1, pytest.approx(0.1 * 0.5 ** 4)]  # 4 optimizer steps per epoch
