@@ -84,3 +84,16 @@ def test_check_learning_curve_messages():
         check_learning_curve({"sizes": [1, 2], "train_error": [0, 0, 0], "val_error": [0, 0]})
     with pytest.raises(AssertionError, match="result is None"):
         check_learning_curve(None)
+
+
+def test_check_tuple_and_validity_only_choices():
+    from course_utils.grading import check_tuple
+
+    assert check_tuple([1, 2], 2) == (1, 2)
+    with pytest.raises(AssertionError, match=r"out should be a tuple \(a, b\), got NoneType: None; did your"):
+        check_tuple(None, 2, name="out", names=("a", "b"))
+    with pytest.raises(AssertionError, match="out should hold 2 values"):
+        check_tuple((1, 2, 3), 2, name="out")
+    check_regime("overfitting", None)
+    with pytest.raises(AssertionError, match="is not one of the choices"):
+        check_regime("too little data", None)

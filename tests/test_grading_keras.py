@@ -52,6 +52,10 @@ def test_trainable_layers_pass_and_fail_with_layer_names(batch):
     with pytest.raises(AssertionError, match=r"1 BatchNormalization layer is trainable: bn2; keep Batch"):
         check_keras_trainable(model, ["head", "c2"])
     check_keras_trainable(model, ["head", "c2"], bn="any")
+    base.trainable = False
+    base.get_layer("bn1").trainable = True  # own flag on inside a frozen base: still trains its stats
+    with pytest.raises(AssertionError, match=r"1 BatchNormalization layer is trainable: bn1"):
+        check_keras_trainable(model, ["head"])
     with pytest.raises(AssertionError, match="has no layer with weights named r1"):
         check_keras_trainable(model, ["r1"])
     with pytest.raises(AssertionError, match="expected a Keras model or layer, got NoneType"):

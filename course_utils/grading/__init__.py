@@ -19,9 +19,9 @@ import importlib
 __all__ = [
     "GradingSetupError",
     # framework-free
-    "check_close", "check_in_range", "check_choice",
+    "check_close", "check_in_range", "check_choice", "check_tuple",
     # learning curves
-    "check_learning_curve", "check_regime",
+    "check_learning_curve", "check_regime", "curve_means",
     # PyTorch
     "check_frozen", "check_trainable_count", "check_param_groups", "check_bn_in_inference",
     "check_state_dict_loaded",
@@ -32,8 +32,9 @@ __all__ = [
 
 _HOME = {
     "GradingSetupError": "_common",
-    "check_close": "basic", "check_in_range": "basic", "check_choice": "basic",
+    "check_close": "basic", "check_in_range": "basic", "check_choice": "basic", "check_tuple": "basic",
     "check_learning_curve": "curves_checks", "check_regime": "curves_checks",
+    "curve_means": "curves_checks",
     "check_frozen": "torch_checks", "check_trainable_count": "torch_checks",
     "check_param_groups": "torch_checks", "check_bn_in_inference": "torch_checks",
     "check_state_dict_loaded": "torch_checks",

@@ -8,7 +8,7 @@ import numpy as np
 
 from course_utils.grading._common import GradingSetupError, checker
 
-__all__ = ["check_close", "check_in_range", "check_choice", "as_numpy"]
+__all__ = ["check_close", "check_in_range", "check_choice", "check_tuple", "as_numpy"]
 
 
 def as_numpy(value: Any, name: str = "value") -> np.ndarray:
@@ -88,9 +88,25 @@ def check_in_range(value: Any, low: float, high: float, *, name: str = "value") 
 
 
 @checker
-def check_choice(answer: Any, expected: str, *, choices: dict[str, str] | tuple[str, ...],
+def check_tuple(value: Any, length: int, *, name: str = "result",
+                names: tuple[str, ...] | None = None) -> tuple:
+    """Assert that ``value`` is a tuple or list of ``length`` items and return it as a tuple
+    (so that a test can unpack a function's result safely). ``names`` describes the items
+    in the message, e.g. ``("train_error", "val_error")``."""
+    what = f"({', '.join(names)})" if names else f"{length} values"
+    if not isinstance(value, (tuple, list)):
+        raise AssertionError(f"{name} should be a tuple {what}, got {type(value).__name__}: {value!r:.80}"
+                             + ("; did your function forget to return?" if value is None else ""))
+    if len(value) != length:
+        raise AssertionError(f"{name} should hold {length} values {what}, got {len(value)}: {value!r:.80}")
+    return tuple(value)
+
+
+@checker
+def check_choice(answer: Any, expected: str | None, *, choices: dict[str, str] | tuple[str, ...],
                  name: str = "answer", show_expected: bool = False) -> None:
-    """Assert that a multiple-choice ``answer`` (a string) means ``expected``.
+    """Assert that a multiple-choice ``answer`` (a string) means ``expected`` (or, with
+    ``expected=None``, only that it is one of the valid choices).
 
     ``choices`` lists the valid answers, or maps accepted spellings (synonyms) to the
     canonical answer. Matching ignores case, repeated spaces and ``-``/``_``. An answer that is not one of the choices gets a message listing them; a
@@ -98,7 +114,7 @@ def check_choice(answer: Any, expected: str, *, choices: dict[str, str] | tuple[
     ``show_expected``.
     """
     canon = _canonical_map(choices)
-    if _norm(expected) not in canon:
+    if expected is not None and _norm(expected) not in canon:
         raise GradingSetupError(f"check_choice: expected={expected!r} is not among the choices "
                                 f"{sorted(set(canon.values()))}")
     valid = sorted(set(canon.values()))
@@ -108,6 +124,8 @@ def check_choice(answer: Any, expected: str, *, choices: dict[str, str] | tuple[
     got = canon.get(_norm(answer))
     if got is None:
         raise AssertionError(f"{name} = {answer!r} is not one of the choices {valid}")
+    if expected is None:
+        return
     want = canon[_norm(expected)]
     if got != want:
         msg = f"{name} = {answer!r} is not the right choice"

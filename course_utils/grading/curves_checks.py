@@ -96,11 +96,12 @@ def check_learning_curve(result: Any, *, sizes: Sequence[int] | None = None,
 
 
 @checker
-def check_regime(answer: Any, expected: str, *, name: str = "answer", show_expected: bool = False) -> None:
+def check_regime(answer: Any, expected: str | None, *, name: str = "answer", show_expected: bool = False) -> None:
     """Assert that ``answer`` names the regime ``expected`` ("high avoidable bias", "high
     variance", "both", "good fit", "data mismatch"). Common synonyms are accepted ("bias",
     "high bias", "underfitting", "overfitting" ...), and so is a
-    :class:`course_utils.curves.Diagnosis` (its ``regime``)."""
+    :class:`course_utils.curves.Diagnosis` (its ``regime``). ``expected=None`` only checks
+    that the answer is one of the regimes (for a visible test that must not give it away)."""
     if hasattr(answer, "regime") and not isinstance(answer, str):
         answer = answer.regime
     check_choice(answer, expected, choices=REGIME_SYNONYMS, name=name, show_expected=show_expected)

@@ -64,8 +64,9 @@ def check_keras_trainable(model: Any, expected_trainable: Iterable[str], *, bn: 
     """Assert that exactly the layers named in ``expected_trainable`` train.
 
     Only layers that own weights are considered. ``bn`` says what BatchNormalization layers
-    must be: ``"frozen"`` (``trainable=False`` whatever the list says, so they stay in
-    inference mode), ``"any"`` (not checked) or ``"listed"`` (like any other layer). The
+    must be: ``"frozen"`` (their own ``trainable`` flag False whatever the list says, so they
+    stay in inference mode; Keras 3 runs a BatchNormalization layer whose flag is True in
+    training mode even when a model containing it is frozen), ``"any"`` (not checked) or ``"listed"`` (like any other layer). The
     message names each wrong layer.
     """
     model = _need_model(model, name)
@@ -82,7 +83,9 @@ def check_keras_trainable(model: Any, expected_trainable: Iterable[str], *, bn: 
     should_train, should_freeze, bn_training = [], [], []
     for layer, eff in layers:
         if _is_bn(layer) and bn != "listed":
-            if bn == "frozen" and eff:
+            # A BatchNormalization layer runs in training mode (updating its moving statistics)
+            # whenever its *own* flag is True, even inside a frozen parent: check that flag.
+            if bn == "frozen" and layer.trainable:
                 bn_training.append(layer.name)
             continue
         want = layer.name in expected
