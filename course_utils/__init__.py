@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 PROFILES = ("smoke", "embedded", "full")
 
 _SUBMODULES = {
-    "bench", "cli", "curves", "data", "device", "download", "experiments", "features",
+    "bench", "checkpoint", "cli", "curves", "distributed", "data", "device", "download", "experiments", "features",
     "grading", "history", "keras", "models", "plots", "results", "runner", "train", "autograde",
 }
 
