@@ -232,7 +232,8 @@ def _scan_outputs(nb: NotebookNode, limits, record: SubmissionLog, max_procs: in
             elif out.get("ename") == "CellTimeoutError":
                 record.add("cell-timeout", f"{_cell_label(nb, i).capitalize()} ran past the "
                            "per-cell time limit and was interrupted; it scores zero.")
-    if max_procs >= limits.processes - 2:
+    # Same margin as _runner.py uses to decide that a fork bomb went off.
+    if max_procs >= limits.processes - 8:
         record.add("processes", f"The notebook started too many processes (limit "
                    f"{limits.processes}); starting more failed and the extra ones were "
                    "stopped.")

@@ -19,7 +19,6 @@ import datetime
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,9 +67,8 @@ def prepare_course(source_course: Path, dest: Path, assignment: str) -> Path:
     """Copy ``nbgrader_config.py`` and ``source/<assignment>`` to ``dest`` and run
     ``nbgrader generate_assignment`` there (gradebook + release version)."""
     from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
 
-    from course_utils.autograde.grader import load_course_config
+    from course_utils.autograde.grader import _coursedir, load_course_config
 
     source_course, dest = Path(source_course), Path(dest)
     src = source_course / "source" / assignment
@@ -81,21 +79,48 @@ def prepare_course(source_course: Path, dest: Path, assignment: str) -> Path:
         shutil.copy(source_course / "nbgrader_config.py", dest / "nbgrader_config.py")
     shutil.copytree(src, dest / "source" / assignment, dirs_exist_ok=True)
     cfg = load_course_config(dest)
-    coursedir = CourseDirectory(config=cfg, root=str(dest))
+    coursedir = _coursedir(cfg, dest)
+    _create_gradebook(coursedir.db_url)
     api = NbGraderAPI(coursedir=coursedir, config=cfg)
-    cwd, path = os.getcwd(), os.environ.get("PATH", "")
-    # nbgrader runs the 'alembic' command when it creates a gradebook: make sure the
-    # one next to this Python is found even when the venv is not activated.
-    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), path])
+    cwd = os.getcwd()
     try:
         result = api.generate_assignment(assignment, force=True, create=True)
     finally:
         os.chdir(cwd)
-        os.environ["PATH"] = path
     if not result.get("success"):
         raise RuntimeError(f"nbgrader generate_assignment {assignment} failed in {dest}:\n"
                            f"{result.get('error') or result.get('log')}")
     return dest
+
+
+def _create_gradebook(db_url: str) -> None:
+    """An empty nbgrader gradebook (tables and alembic stamp), made in-process.
+
+    nbgrader stamps a new gradebook by running the ``alembic`` command in a
+    subprocess (10 s on a busy machine, and it must be on PATH); this reads the same
+    head revision from nbgrader's migration scripts with alembic's Python API.
+    """
+    import nbgrader
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+    from nbgrader.api import Base
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(db_url, future=True)
+    try:
+        if inspect(engine).get_table_names():
+            return
+        alembic_cfg = AlembicConfig()
+        alembic_cfg.set_main_option("script_location",
+                                    str(Path(nbgrader.__file__).parent / "alembic"))
+        head = ScriptDirectory.from_config(alembic_cfg).get_current_head()
+        Base.metadata.create_all(bind=engine)
+        with engine.begin() as con:
+            con.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+            con.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"),
+                        {"v": head})
+    finally:
+        engine.dispose()
 
 
 def add_submission(course_dir: Path, assignment: str, student: str, *,

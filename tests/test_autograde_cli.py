@@ -1,0 +1,55 @@
+"""``course grade``: the command end to end on the fixture course, and its errors."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from course_utils.autograde import find_bwrap
+from course_utils.bench.grade import add_submission, fixture_course, prepare_course
+from course_utils.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    c = prepare_course(fixture_course(), tmp_path_factory.mktemp("cli") / "course", "ag1")
+    add_submission(c, "ag1", "good")
+    add_submission(c, "ag1", "blank", base="release")
+    return c
+
+
+@pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap (bwrap) is not installed")
+def test_course_grade_command(course, tmp_path, capsys):
+    out_csv = tmp_path / "grades.csv"
+    rc = main(["grade", "ag1", "--course-dir", str(course), "--workers", "2",
+               "--timeout", "120", "--csv", str(out_csv)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    table = {line.split()[0]: line.split() for line in out.splitlines()
+             if line.startswith(("good ", "blank "))}
+    assert table == {"good": ["good", "3", "3", "ok"], "blank": ["blank", "0", "3", "ok"]}
+    assert "graded in" in out and "sandboxed" in out and str(out_csv) in out
+    rows = {r["student"]: r for r in csv.DictReader(open(out_csv, newline=""))}
+    assert rows["good"]["score"] == "3" and rows["blank"]["score"] == "0"
+    for student in ("good", "blank"):
+        html = course / "feedback" / student / "ag1" / "ag1.html"
+        assert html.exists() and "test_add" in html.read_text()
+        assert (course / "autograded" / student / "ag1" / "ag1.ipynb").exists()
+
+
+def test_missing_bubblewrap_is_a_clear_error(course, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_BWRAP", "/nonexistent/bwrap")
+    rc = main(["grade", "ag1", "--course-dir", str(course)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "apt-get install bubblewrap" in err and "--no-sandbox" in err
+
+
+def test_unknown_assignment_and_course(course, tmp_path, capsys):
+    assert main(["grade", "nope", "--course-dir", str(course)]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is not in the gradebook" in err and "ag1" in err
+    assert main(["grade", "ag1", "--course-dir", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
