@@ -10,6 +10,7 @@ Importing this package sets ``KERAS_BACKEND=tensorflow`` (unless already set) an
 TensorFlow, which takes several seconds; PyTorch-only notebooks never import it.
 """
 from course_utils.keras._backend import keras, tf
+from course_utils.keras.curves import learning_curve, train_and_score
 from course_utils.keras.distribute import configure_cpu_devices, mirrored_strategy
 from course_utils.keras.efficientnet_lite import EfficientNetLite0
 from course_utils.keras.features import extract_features, feature_model
@@ -18,14 +19,14 @@ from course_utils.keras.models import (KerasModelSpec, PretrainedWeightsUnavaila
 from course_utils.keras.pipeline import TFLoader
 from course_utils.keras.training import (RecompileNeeded, compile_model, evaluate, fit, predict,
                                          seed_everything)
-from course_utils.keras.transfer import (build_transfer_model, freeze_base, get_base,
-                                         layer_table, normalization_layer, unfreeze_top)
-from course_utils.keras.curves import learning_curve, train_and_score
+from course_utils.keras.transfer import (CallWithTraining, build_transfer_model, copy_weights,
+                                         freeze_base, get_base, layer_table,
+                                         normalization_layer, unfreeze_top)
 
 __all__ = ["keras", "tf", "create_model", "list_models", "get_spec", "layer_groups",
            "preprocess_input", "KerasModelSpec", "PretrainedWeightsUnavailable",
            "EfficientNetLite0", "TFLoader", "compile_model", "fit", "evaluate", "predict",
-           "seed_everything", "RecompileNeeded", "build_transfer_model", "get_base",
-           "freeze_base", "unfreeze_top", "layer_table", "normalization_layer",
+           "seed_everything", "RecompileNeeded", "CallWithTraining", "build_transfer_model", "get_base",
+           "freeze_base", "unfreeze_top", "layer_table", "normalization_layer", "copy_weights",
            "extract_features", "feature_model", "train_and_score", "learning_curve",
            "configure_cpu_devices", "mirrored_strategy"]

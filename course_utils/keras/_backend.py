@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -27,7 +28,7 @@ if "tensorflow" not in sys.modules:
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["keras", "tf", "course_data_dir"]
+__all__ = ["keras", "tf", "course_data_dir", "save_weights"]
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the user's environment
     raise ImportError(
@@ -39,3 +40,13 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the
 def course_data_dir() -> Path:
     """The course's cache root: ``$COURSE_DATA``, default ``~/.cache/course_utils``."""
     return Path(os.environ.get("COURSE_DATA") or Path.home() / ".cache" / "course_utils").expanduser()
+
+
+def save_weights(model, path) -> None:
+    """``model.save_weights(path)`` without the DeprecationWarning per tensor that Keras 3
+    emits under NumPy 2 (``np.array(variable)`` inside Keras; harmless, but hundreds of
+    lines in a notebook)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy",
+                                category=DeprecationWarning)
+        model.save_weights(str(path))

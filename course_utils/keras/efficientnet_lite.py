@@ -25,7 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from course_utils.keras._backend import course_data_dir, keras
+from course_utils.keras._backend import course_data_dir, keras, save_weights
 
 __all__ = ["LITE0_STAGES", "block_name", "EfficientNetLite0", "preprocess_input",
            "imagenet_weights_path", "load_imagenet_weights", "stage_prefixes"]
@@ -164,7 +164,7 @@ def _write_cache(path: Path) -> keras.Model:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=path.parent)
     os.close(fd)
     try:
-        ref.save_weights(tmp)
+        save_weights(ref, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

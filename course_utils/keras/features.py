@@ -29,7 +29,7 @@ def keras_state_fingerprint(model) -> str:
     any weight, so fine-tuned features never pass for pretrained ones."""
     h = hashlib.sha256()
     for v in model.weights:
-        a = np.ascontiguousarray(keras.ops.convert_to_numpy(v))
+        a = np.ascontiguousarray(v.numpy())
         h.update(f"{v.path}|{a.dtype.str}|{a.shape}|".encode())
         h.update(memoryview(a).cast("B"))
     return h.hexdigest()

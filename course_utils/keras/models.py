@@ -174,7 +174,7 @@ def _keras_app_preprocess(module: str):
 
 
 _LITE_GROUPS = (("stem", r"stem_"),) + tuple((f"block{s}", rf"block{s}[a-z]_") for s in range(1, 8)) + (
-    ("head", r"top_(conv|bn|activation)"), ("classifier", r"(avg_pool|max_pool|top_dropout|predictions)"))
+    ("head", r"top_(conv|bn|activation)"), ("classifier", r"(avg_pool|max_pool|top_dropout|predictions)$"))
 
 REGISTRY: dict[str, KerasModelSpec] = {s.name: s for s in (
     KerasModelSpec(
@@ -193,7 +193,7 @@ REGISTRY: dict[str, KerasModelSpec] = {s.name: s for s in (
     KerasModelSpec(
         "vgg16", _app_builder("vgg16", "VGG16"), (224, 224, 3), 1000,
         tuple((f"block{i}", rf"block{i}_") for i in range(1, 6)) + (
-            ("classifier", r"(flatten|fc1|fc2|predictions|global_)"),),
+            ("classifier", r"(flatten|fc1|fc2|predictions)$|global_"),),
         head="predictions", mean=None, std=None, weights=("imagenet",), online=True,
         description="keras.applications.VGG16 (138 M parameters); 'caffe' preprocessing",
         preprocess=_keras_app_preprocess("vgg16")),
@@ -209,7 +209,7 @@ REGISTRY: dict[str, KerasModelSpec] = {s.name: s for s in (
         "resnet50_v2", _app_builder("resnet50_v2", "ResNet50V2"), (224, 224, 3), 1000,
         (("stem", r"(conv1_|pool1_)"), ("conv2", r"conv2_"), ("conv3", r"conv3_"),
          ("conv4", r"conv4_"), ("conv5", r"conv5_"), ("head", r"post_"),
-         ("classifier", r"(avg_pool|max_pool|predictions)")),
+         ("classifier", r"(avg_pool|max_pool|predictions)$")),
         head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=("imagenet",),
         online=True, description="keras.applications.ResNet50V2 (25.6 M parameters)",
         preprocess=_keras_app_preprocess("resnet_v2")),

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from course_utils.history import History
-from course_utils.keras._backend import keras, tf
+from course_utils.keras._backend import keras, save_weights, tf
 from course_utils.keras.pipeline import TFLoader
 
 __all__ = ["compile_model", "fit", "evaluate", "predict", "seed_everything", "as_loader",
@@ -208,7 +208,7 @@ def _current_lr(model) -> float:
     lr = opt.learning_rate
     if callable(lr) and not hasattr(lr, "numpy"):
         lr = lr(opt.iterations)
-    return float(keras.ops.convert_to_numpy(lr))
+    return float(lr.numpy() if hasattr(lr, "numpy") else lr)
 
 
 class HistoryRecorder(keras.callbacks.Callback):
@@ -296,7 +296,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def _save(self, epoch: int) -> None:
         d = self.directory
         weights = d / f"epoch-{epoch:04d}.weights.h5"
-        _atomic(weights, self.model.save_weights, ".weights.h5")
+        _atomic(weights, lambda p: save_weights(self.model, p), ".weights.h5")
         state = {"format": _FORMAT, "framework": "keras", "epoch": epoch, "seed": self.seed,
                  "weights": weights.name, "model": self.model.name,
                  "history": self.history_.to_dict(), "early_stopping": self.es,
@@ -389,7 +389,8 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
     if early_stopping is not None and val is None:
         raise ValueError("early_stopping needs validation data: pass val=... (a held-out split, "
                          "e.g. from ImageData.train_val_split)")
-    check_compiled(model)
+    if lr is None and optimizer is None:
+        check_compiled(model)  # (with lr/optimizer given, the model is compiled afresh below)
     if lr is not None or optimizer is not None or not model.compiled:
         settings = getattr(model, "course_compile", None) or {}
         compile_model(model, lr if lr is not None else (settings.get("lr") or 1e-3),

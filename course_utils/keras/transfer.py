@@ -10,10 +10,15 @@ The recipe (Keras "Transfer learning & fine-tuning" guide)::
 
 Two Keras rules this module takes care of:
 
-* ``base(x, training=False)``: the base's BatchNorm layers stay in inference mode (they use
-  and keep their moving statistics) even after they are unfrozen, so a few epochs on a
-  small dataset cannot wreck the statistics learned on ImageNet. Only ``gamma``/``beta``
-  (and the convolutions) train.
+* The base runs in inference mode (``training=False``): its BatchNorm layers use and keep
+  their moving statistics even after they are unfrozen, so a few epochs on a small dataset
+  cannot wreck the statistics learned on ImageNet; only ``gamma``/``beta`` (and the
+  convolutions) train. The guide writes ``base(x, training=False)`` while building the
+  functional model, but in Keras 3 (checked on 3.15) that recorded ``training=False`` is
+  overridden when the outer model runs with ``training=True`` — ``fit`` then updates every
+  unfrozen BatchNorm's statistics. :func:`build_transfer_model` therefore wraps the base in
+  :class:`CallWithTraining`, which passes ``training=False`` when the model *runs*, and the
+  tests check that an epoch leaves every moving mean and variance unchanged.
 * ``trainable`` changes take effect at ``compile()``: :func:`unfreeze_top` and
   :func:`freeze_base` recompile (keeping the loss and metrics, with the new learning rate);
   with ``recompile=False`` the model is marked uncompiled, so training it before
@@ -30,10 +35,44 @@ from course_utils.keras._backend import keras
 from course_utils.keras.models import create_model, get_spec, layer_groups
 from course_utils.keras.training import compile_model
 
-__all__ = ["build_transfer_model", "get_base", "freeze_base", "unfreeze_top", "layer_table",
-           "normalization_layer"]
+__all__ = ["CallWithTraining", "build_transfer_model", "get_base", "freeze_base", "unfreeze_top", "layer_table",
+           "normalization_layer", "copy_weights"]
 
 log = logging.getLogger(__name__)
+
+
+@keras.saving.register_keras_serializable(package="course_utils")
+class CallWithTraining(keras.layers.Layer):
+    """Run ``inner`` (a model) with a fixed ``training`` flag, whatever the outer call says.
+
+    ``training=False`` keeps the inner model's BatchNorm (and Dropout) layers in inference
+    mode during ``fit`` — what ``base(x, training=False)`` promises in the Keras guide, and
+    what Keras 3 does not deliver for a nested functional model (the outer ``training=True``
+    wins). ``training=None`` follows the outer call (plain nesting). The inner model's
+    weights, and its ``trainable`` flags, are the wrapper's."""
+
+    def __init__(self, inner, training: bool | None = False, **kwargs):
+        kwargs.setdefault("name", inner.name)
+        super().__init__(**kwargs)
+        self.inner = inner
+        self.fixed_training = training
+
+    def call(self, inputs, training=None):
+        return self.inner(inputs, training=training if self.fixed_training is None
+                          else self.fixed_training)
+
+    def compute_output_shape(self, input_shape):
+        return self.inner.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "inner": keras.saving.serialize_keras_object(self.inner),
+                "training": self.fixed_training}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(config.pop("inner"))
+        return cls(inner, **config)
 
 
 def normalization_layer(name_or_model) -> "keras.layers.Layer":
@@ -62,9 +101,10 @@ def build_transfer_model(base, num_classes: int, *, weights="auto", input_shape=
     ``pooling``: ``"avg"`` or ``"max"`` (skipped if the base already pools). ``augmentation``:
     a layer or ``keras.Sequential`` of preprocessing layers (active in training only).
     ``normalize=True`` inserts the base's mean/std normalisation (``normalization_layer``), so
-    the model takes images in [0, 1]. ``base_training=False`` calls the base in inference mode
-    (BatchNorm statistics frozen, the guide's advice); ``True`` is for the experiment that
-    shows why. ``freeze``: start with the base frozen (``base.trainable = False``).
+    the model takes images in [0, 1]. ``base_training=False`` runs the base in inference mode
+    (BatchNorm statistics frozen, the guide's advice; through :class:`CallWithTraining`, see
+    the module docstring); ``True`` lets ``fit`` run it in training mode, for the experiment
+    that shows why not. ``freeze``: start with the base frozen (``base.trainable = False``).
     """
     if isinstance(base, str):
         spec = get_spec(base)
@@ -85,7 +125,7 @@ def build_transfer_model(base, num_classes: int, *, weights="auto", input_shape=
         x = augmentation(x)
     if normalize:
         x = normalization_layer(base)(x)
-    x = base(x, training=base_training)
+    x = CallWithTraining(base, training=False if not base_training else None)(x)
     if len(x.shape) == 4:
         pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
         x = pool(name=f"{pooling}_pool")(x)
@@ -102,8 +142,10 @@ def get_base(model) -> "keras.Model":
     nested ``keras.Model`` of any model built the same way)."""
     name = getattr(model, "course_base", None)
     if name is not None:
-        return model.get_layer(name)
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        layer = model.get_layer(name)
+        return layer.inner if isinstance(layer, CallWithTraining) else layer
+    nested = [layer.inner if isinstance(layer, CallWithTraining) else layer for layer in model.layers
+              if isinstance(layer, (keras.Model, CallWithTraining))]
     if len(nested) != 1:
         raise ValueError(f"{model.name!r} has {len(nested)} nested models; get_base needs a model "
                          "from build_transfer_model (a base model inside a new head)")
@@ -216,9 +258,37 @@ def layer_table(model, nested: bool = False):
             rows.append({"index": i, "name": prefix + layer.name, "type": type(layer).__name__,
                          "trainable": trainable, "parameters": _count(layer.weights),
                          "trainable_parameters": _count(layer.trainable_weights) if trainable else 0})
-            if nested and isinstance(layer, keras.Model):
-                add(layer.layers, f"{prefix}{layer.name}/", trainable)
+            inner = layer.inner if isinstance(layer, CallWithTraining) else layer
+            if nested and isinstance(inner, keras.Model):
+                add(inner.layers, f"{prefix}{layer.name}/", trainable)
 
     add(model.layers, "", True)
     return pd.DataFrame(rows, columns=["index", "name", "type", "trainable", "parameters",
                                        "trainable_parameters"])
+
+
+def copy_weights(source, target, *, exclude=("classifier", "predictions")) -> list[str]:
+    """Copy weights layer by layer, by name, from ``source`` to ``target`` (e.g. a small CNN
+    pretrained on the source task into a fresh one with a new head). Layers named in
+    ``exclude`` keep their initialisation; a layer present in both with other shapes raises.
+    Returns the names of the layers copied."""
+    copied = []
+    for layer in target.layers:
+        if not layer.weights or layer.name in exclude:
+            continue
+        try:
+            src = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        arrays = src.get_weights()
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if [a.shape for a in arrays] != shapes:
+            raise ValueError(f"copy_weights: layer {layer.name!r} has shapes {shapes} in the "
+                             f"target but {[a.shape for a in arrays]} in the source; add it to "
+                             "exclude=... if it is meant to start fresh")
+        layer.set_weights(arrays)
+        copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"copy_weights: no layer of {target.name!r} matches one of "
+                         f"{source.name!r} by name")
+    return copied
