@@ -1,0 +1,460 @@
+"""Scratch versus pretrained: does transfer pay off, and down to how little data?
+
+The course's central experiment trains one architecture twice on the same small training
+sets, once from a random initialisation and once from weights pretrained on a source task,
+over several training-set sizes (images per class) and seeds, and compares test accuracy
+with confidence bands. This module runs it and returns a tidy table (one row per
+``init``, ``size``, ``seed``), so the comparison is plain pandas and one plot.
+
+The experiment itself is framework-agnostic: the model factory, the weight loading and the
+training step are callables. The defaults are PyTorch (``course_utils.models``,
+``course_utils.train``); the Keras helpers pass Keras versions of the same three.
+
+For the embedded profile the course uses one standard transfer task on Fashion-MNIST:
+:func:`source_target_split` (source = classes 0-4, target = classes 5-9 relabelled 0-4),
+:func:`pretrain_source` (pretrain on the source task, cached on disk) and
+:func:`finetune_vs_scratch`, which wires them together.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["INITS", "SOURCE_CLASSES", "TARGET_CLASSES", "scratch_vs_pretrained", "summarize",
+           "paired_gain", "plot_scratch_vs_pretrained", "source_target_split", "pretrain_source",
+           "pretrain_cache_path", "finetune_vs_scratch", "torch_trainer", "load_pretrained_torch"]
+
+log = logging.getLogger(__name__)
+
+#: the two initialisations compared, in table and legend order
+INITS = ("scratch", "pretrained")
+#: the course's standard Fashion-MNIST transfer task
+SOURCE_CLASSES = (0, 1, 2, 3, 4)   # T-shirt/top, Trouser, Pullover, Dress, Coat
+TARGET_CLASSES = (5, 6, 7, 8, 9)   # Sandal, Shirt, Sneaker, Bag, Ankle boot
+
+#: bump when the pretraining recipe changes, so old cached weights are not reused
+_PRETRAIN_RECIPE = 1
+
+_COLUMNS = ["init", "size", "seed", "n_train", "test_acc", "test_loss", "train_acc",
+            "train_loss", "seconds"]
+
+
+# --------------------------------------------------------------------------- PyTorch defaults
+
+def _torch_model_factory(name: str, num_classes: int, model_kwargs: Mapping | None):
+    def make(seed: int):
+        from course_utils.device import seed_everything
+        from course_utils.models import create_model
+
+        seed_everything(seed, deterministic=None)
+        return create_model(name, num_classes=num_classes, **dict(model_kwargs or {}))
+    make.__name__ = f"create_{name}"
+    return make
+
+
+def load_pretrained_torch(model, state: Mapping, *, num_classes: int | None = None,
+                          reset_head: bool = True):
+    """Initialise a PyTorch ``model`` from a pretrained ``state`` dict, bottom-up
+    (:func:`course_utils.models.load_matching_state_dict`: every layer up to the first one
+    whose name or shape differs), then give it a fresh classifier for ``num_classes``
+    (``reset_head=True``): the source task's classifier means nothing for the target
+    classes, even when their number happens to be the same. Returns the model."""
+    from course_utils.models import load_matching_state_dict, replace_head
+    from course_utils.models.registry import get_spec
+
+    res = load_matching_state_dict(model, state)
+    if not res.loaded:
+        raise ValueError(f"pretrain_state matched none of the model's tensors ({res}); was it "
+                         "saved from the same architecture?")
+    log.debug("pretrained init: %s", res)
+    if reset_head:
+        head = getattr(model, get_spec(model).head.split(".")[0])
+        n = num_classes if num_classes is not None else getattr(head, "out_features", None)
+        if n is None:
+            raise ValueError("num_classes is needed to reset the head of this model")
+        replace_head(model, int(n))
+    return model
+
+
+def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
+                  batch_size: int = 16, optimizer: str = "adam", weight_decay: float = 0.0,
+                  freeze_upto: str | None = None, augment=None, size: int | None = None,
+                  eval_batch_size: int = 500, test_indices: np.ndarray | None = None,
+                  device=None, progress: bool = False) -> dict:
+    """Train a PyTorch ``model`` on ``data.x_train`` with :func:`course_utils.train.fit` and
+    score it on ``data.x_test`` (the held-out test split; no validation set is carved out of
+    a few images per class, so the number of ``epochs`` is fixed in advance).
+
+    Inputs are normalised with the model's declared mean and std, repeated to 3 channels if
+    the model wants colour and resized to ``size`` if given. ``freeze_upto`` freezes layer
+    groups first (``"head"``: only the classifier trains). ``test_indices`` scores a fixed
+    subset of the test split (for quick checks). Returns ``test_acc``, ``test_loss``,
+    ``train_acc``, ``train_loss`` (last epoch).
+    """
+    from course_utils.data.fast import FastLoader
+    from course_utils.models import freeze
+    from course_utils.models.registry import get_spec
+    from course_utils.train import evaluate, fit
+
+    spec = get_spec(model)
+    gray = data.x_train.ndim == 3
+    rgb = gray and spec.input_size[0] == 3
+    common = dict(size=size, rgb=rgb, mean=spec.mean, std=spec.std)
+    if freeze_upto is not None:
+        freeze(model, upto=freeze_upto)
+    train = FastLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=seed,
+                       augment=augment, **common)
+    x_test, y_test = data.x_test, data.y_test
+    if test_indices is not None:
+        x_test, y_test = x_test[test_indices], y_test[test_indices]
+    test = FastLoader(x_test, y_test, eval_batch_size, shuffle=False, seed=None, **common)
+    hist = fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+               seed=seed, device=device, progress=progress)
+    scores = evaluate(model, test, device=device)
+    return {"test_acc": float(scores["acc"]), "test_loss": float(scores["loss"]),
+            "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
+
+
+# --------------------------------------------------------------------------- the experiment
+
+def _call_factory(make_model: Callable, seed: int):
+    try:
+        params = [p for p in inspect.signature(make_model).parameters.values()
+                  if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = [None]
+    if params:
+        return make_model(seed)
+    from course_utils.device import seed_everything  # a zero-argument PyTorch factory
+
+    seed_everything(seed, deterministic=None)
+    return make_model()
+
+
+def _check_sizes(sizes) -> list[int]:
+    if isinstance(sizes, (int, np.integer)):
+        sizes = [sizes]
+    out = []
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ValueError(f"sizes contains {s!r}: give images per class as positive integers, "
+                             "e.g. sizes=(5, 10, 50)")
+        out.append(int(s))
+    if not out:
+        raise ValueError("sizes is empty: give at least one number of images per class")
+    return sorted(set(out))
+
+
+def scratch_vs_pretrained(make_model, pretrain_state, data, sizes: Sequence[int] | int,
+                          seeds: Sequence[int] = (0, 1, 2), *, trainer: Callable | None = None,
+                          load_state: Callable | None = None, inits: Sequence[str] = INITS,
+                          finetune_kwargs: Mapping[str, Any] | None = None,
+                          model_kwargs: Mapping[str, Any] | None = None, progress: bool = True,
+                          **train_kwargs):
+    """Train one architecture from scratch and from ``pretrain_state`` on ``sizes`` images
+    per class of ``data`` (an :class:`~course_utils.data.ImageData`), for every seed.
+
+    For each (size, seed) both inits train on the *same* images (``data.per_class(size,
+    seed)``), so differences are paired. Scores come from ``data``'s test split.
+
+    Parameters
+    ----------
+    make_model
+        A registered model name (``"small_cnn"``; built for ``data.num_classes`` with
+        ``model_kwargs``), or a factory ``make_model(seed) -> model`` (a zero-argument
+        factory is called after seeding torch with the seed).
+    pretrain_state
+        What ``load_state(model, pretrain_state)`` turns into a pretrained model; by default
+        a PyTorch state dict (see :func:`load_pretrained_torch`: bottom-up load, fresh head).
+    trainer
+        ``trainer(model, train_data, seed, **kwargs) -> dict`` with at least ``test_acc``
+        (default :func:`torch_trainer`). ``train_kwargs`` go to every call and
+        ``finetune_kwargs`` are added for the pretrained runs only (e.g. a lower ``lr`` or
+        ``freeze_upto="block2"``).
+
+    Returns a pandas DataFrame with columns ``init, size, seed, n_train, test_acc,
+    test_loss, train_acc, train_loss, seconds`` (missing metrics are NaN) plus any other
+    numbers the trainer returns.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    sizes = _check_sizes(sizes)
+    seeds = list(seeds) if not isinstance(seeds, (int, np.integer)) else [int(seeds)]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds!r}: give one or more distinct integer seeds")
+    inits = list(inits)
+    bad = [i for i in inits if i not in INITS]
+    if bad or not inits:
+        raise ValueError(f"inits={inits!r}: choose from {INITS}")
+    if "pretrained" in inits and pretrain_state is None:
+        raise ValueError("pretrain_state=None but inits includes 'pretrained': pass the pretrained "
+                         "weights (e.g. pretrain_source(...)) or inits=('scratch',)")
+    if isinstance(make_model, str):
+        make_model = _torch_model_factory(make_model, data.num_classes, model_kwargs)
+    elif model_kwargs:
+        raise ValueError("model_kwargs only applies when make_model is a model name")
+    if trainer is None:
+        trainer = torch_trainer
+    if load_state is None:
+        def load_state(model, state):
+            return load_pretrained_torch(model, state, num_classes=data.num_classes)
+
+    rows = []
+    total = len(sizes) * len(seeds) * len(inits)
+    with tqdm(total=total, desc="scratch vs pretrained", disable=not progress, leave=False) as bar:
+        for size in sizes:
+            for seed in seeds:
+                subset = data.per_class(size, seed)
+                for init in inits:
+                    t0 = time.perf_counter()
+                    model = _call_factory(make_model, seed)
+                    kwargs = dict(train_kwargs)
+                    if init == "pretrained":
+                        model = load_state(model, pretrain_state)
+                        kwargs.update(finetune_kwargs or {})
+                    out = trainer(model, subset, seed, **kwargs)
+                    if not isinstance(out, Mapping) or "test_acc" not in out:
+                        raise TypeError(f"trainer {getattr(trainer, '__name__', trainer)!r} returned "
+                                        f"{out!r}; it must return a dict with at least 'test_acc'")
+                    row = {"init": init, "size": size, "seed": int(seed),
+                           "n_train": len(subset.y_train)}
+                    row.update({k: float(v) for k, v in out.items()})
+                    row["seconds"] = time.perf_counter() - t0
+                    rows.append(row)
+                    log.info("%s size=%d seed=%d test_acc=%.4f", init, size, seed, row["test_acc"])
+                    bar.update(1)
+    df = pd.DataFrame(rows)
+    for c in _COLUMNS:
+        if c not in df:
+            df[c] = np.nan
+    return df[_COLUMNS + [c for c in df.columns if c not in _COLUMNS]]
+
+
+def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
+    """mean, std (ddof=1), lower, upper of a two-sided t confidence interval of the mean."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    mean = float(v.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    sd = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
+def summarize(table, metric: str = "test_acc", confidence: float = 0.95):
+    """Mean, standard deviation and a t-based ``confidence`` interval of ``metric`` over
+    seeds, per (init, size). One seed gives NaN bounds: an interval needs two."""
+    import pandas as pd
+
+    if metric not in table:
+        raise KeyError(f"metric={metric!r} is not a column; columns: {', '.join(table.columns)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r}: use a level in (0, 1), e.g. 0.95")
+    rows = []
+    for (init, size), g in table.groupby(["init", "size"], sort=False):
+        mean, sd, lo, hi = _t_interval(g[metric].to_numpy(), confidence)
+        rows.append({"init": init, "size": size, "n": len(g), "mean": mean, "std": sd,
+                     "ci_low": lo, "ci_high": hi})
+    out = pd.DataFrame(rows)
+    order = {k: i for i, k in enumerate(INITS)}
+    return out.sort_values(["init", "size"], key=lambda s: s.map(order) if s.name == "init" else s,
+                           ignore_index=True)
+
+
+def paired_gain(table, metric: str = "test_acc", confidence: float = 0.95):
+    """Pretrained minus scratch ``metric`` per size, paired by seed (the same images), with
+    mean, std and t-interval over seeds. A gain whose interval excludes 0 is more than seed
+    noise."""
+    import pandas as pd
+
+    wide = table.pivot_table(index=["size", "seed"], columns="init", values=metric)
+    missing = [i for i in INITS if i not in wide]
+    if missing:
+        raise ValueError(f"paired_gain needs both inits; the table lacks {missing}")
+    diff = (wide["pretrained"] - wide["scratch"]).dropna()
+    rows = []
+    for size, g in diff.groupby(level="size"):
+        mean, sd, lo, hi = _t_interval(g.to_numpy(), confidence)
+        rows.append({"size": size, "n": len(g), "gain": mean, "std": sd, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def plot_scratch_vs_pretrained(table, ax=None, *, metric: str = "test_acc",
+                               confidence: float = 0.95, logx: bool = True,
+                               title: str | None = None):
+    """Mean ``metric`` against images per class, one line per init, with a band for the
+    t-based ``confidence`` interval over seeds and the individual seeds as dots.
+    Returns the Axes (never calls ``plt.show()``)."""
+    import matplotlib.pyplot as plt
+
+    summary = summarize(table, metric, confidence)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    for init in [i for i in INITS if i in set(summary["init"])]:
+        s = summary[summary["init"] == init]
+        (line,) = ax.plot(s["size"], s["mean"], "-o", label=f"{init} (mean of {int(s['n'].max())} seeds)")
+        c = line.get_color()
+        if s["n"].min() >= 2:
+            ax.fill_between(s["size"], s["ci_low"], s["ci_high"], color=c, alpha=0.2, linewidth=0,
+                            label=f"{init} {confidence:.0%} CI")
+        pts = table[table["init"] == init]
+        ax.plot(pts["size"], pts[metric], ".", color=c, alpha=0.5)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel("training images per class")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title if title is not None else "Scratch vs pretrained")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+# --------------------------------------------------------------------------- standard task
+
+def source_target_split(data, source_classes: Sequence[int] = SOURCE_CLASSES,
+                        target_classes: Sequence[int] = TARGET_CLASSES):
+    """``(source, target)``: the classes of a pretraining task and of a disjoint target
+    task, each relabelled 0..k-1 (Fashion-MNIST: classes 0-4 and 5-9)."""
+    overlap = set(source_classes) & set(target_classes)
+    if overlap:
+        raise ValueError(f"source_classes and target_classes share {sorted(overlap)}: the target "
+                         "task must be new to the pretrained network")
+    return data.select_classes(list(source_classes)), data.select_classes(list(target_classes))
+
+
+def _fingerprint(data) -> str:
+    h = hashlib.sha256()
+    for a in (data.x_train, data.y_train):
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _pretrain_key(model_name, data, epochs, seed, per_class, batch_size, lr, model_kwargs) -> dict:
+    return {"recipe": _PRETRAIN_RECIPE, "model": model_name, "data": data.name,
+            "classes": list(data.classes), "fingerprint": _fingerprint(data), "epochs": epochs,
+            "seed": seed, "per_class": per_class, "batch_size": batch_size, "lr": lr,
+            "model_kwargs": dict(sorted((model_kwargs or {}).items()))}
+
+
+def pretrain_cache_path(key: Mapping, cache_dir: str | Path | None = None) -> Path:
+    """Where the weights for a pretraining ``key`` live (``<cache>/<model>-<hash>.pt``)."""
+    if cache_dir is None:
+        from course_utils.download import data_home
+
+        cache_dir = data_home("pretrained")
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{key['model']}-{digest}.pt"
+
+
+def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
+                    per_class: int | None = None, batch_size: int = 128, lr: float = 1e-3,
+                    source_classes: Sequence[int] = SOURCE_CLASSES,
+                    model_kwargs: Mapping[str, Any] | None = None,
+                    cache_dir: str | Path | None = None, return_meta: bool = False,
+                    device=None, progress: bool = True):
+    """Pretrain ``model_name`` on the source task and return its state dict, cached on disk.
+
+    ``data`` is the full dataset (default: ``load("fashion_mnist")``); the source task is
+    its ``source_classes``, relabelled, optionally cut to ``per_class`` training images per
+    class (drawn with ``seed``). The weights are cached under ``cache_dir`` (default
+    ``$COURSE_DATA/pretrained``) keyed by every argument that changes them and a hash of the
+    training images, and written atomically, so notebooks and tests that ask for the same
+    pretraining share one file and an interrupted run leaves no half-written file.
+    ``return_meta=True`` returns ``(state_dict, meta)`` with the source test accuracy.
+    """
+    import torch
+
+    from course_utils.data.fast import FastLoader
+    from course_utils.device import seed_everything
+    from course_utils.models import create_model
+    from course_utils.models.registry import get_spec
+    from course_utils.train import evaluate, fit
+
+    if data is None:
+        from course_utils.data import load
+
+        data = load("fashion_mnist")
+    source = data.select_classes(list(source_classes))
+    if per_class is not None:
+        source = source.per_class(per_class, seed)
+    key = _pretrain_key(model_name, source, epochs, seed, per_class, batch_size, lr, model_kwargs)
+    path = pretrain_cache_path(key, cache_dir)
+    if path.exists():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            log.info("pretrained %s loaded from cache %s", model_name, path)
+            return (blob["state_dict"], blob["meta"]) if return_meta else blob["state_dict"]
+        except Exception as exc:  # a corrupt cache file is rebuilt, not fatal
+            log.warning("cached weights %s unreadable (%s); pretraining again", path, exc)
+
+    t0 = time.perf_counter()
+    seed_everything(seed, deterministic=None)
+    model = create_model(model_name, num_classes=source.num_classes, **dict(model_kwargs or {}))
+    spec = get_spec(model)
+    rgb = source.x_train.ndim == 3 and spec.input_size[0] == 3
+    common = dict(rgb=rgb, mean=spec.mean, std=spec.std)
+    train = FastLoader(source.x_train, source.y_train, batch_size, shuffle=True, seed=seed, **common)
+    test = FastLoader(source.x_test, source.y_test, 500, shuffle=False, seed=None, **common)
+    hist = fit(model, train, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress)
+    scores = evaluate(model, test, device=device)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    meta = dict(key, source_test_acc=float(scores["acc"]), source_test_loss=float(scores["loss"]),
+                train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
+                n_train=len(source.y_train))
+    log.info("pretrained %s on %d source images in %.1fs: source test accuracy %.3f",
+             model_name, len(source.y_train), meta["seconds"], meta["source_test_acc"])
+    _atomic_save({"state_dict": state, "meta": meta}, path)
+    return (state, meta) if return_meta else state
+
+
+def _atomic_save(obj, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequence[int] = (10,),
+                        seeds: Sequence[int] = (0, 1, 2), *, pretrain_epochs: int = 2,
+                        pretrain_per_class: int | None = None, pretrain_seed: int = 0,
+                        source_classes: Sequence[int] = SOURCE_CLASSES,
+                        target_classes: Sequence[int] = TARGET_CLASSES,
+                        cache_dir: str | Path | None = None, trainer: Callable | None = None,
+                        finetune_kwargs: Mapping[str, Any] | None = None, progress: bool = True,
+                        **train_kwargs):
+    """The course's standard transfer experiment in one call: pretrain ``model_name`` on the
+    source classes (cached, see :func:`pretrain_source`), then compare fine-tuning it with
+    training from scratch on ``sizes`` images per class of the target classes, scored on
+    the target test split. Returns the table of :func:`scratch_vs_pretrained`."""
+    if data is None:
+        from course_utils.data import load
+
+        data = load("fashion_mnist")
+    _, target = source_target_split(data, source_classes, target_classes)
+    state = pretrain_source(model_name, data, epochs=pretrain_epochs, seed=pretrain_seed,
+                            per_class=pretrain_per_class, source_classes=source_classes,
+                            cache_dir=cache_dir, progress=progress)
+    return scratch_vs_pretrained(model_name, state, target, sizes, seeds, trainer=trainer,
+                                 finetune_kwargs=finetune_kwargs, progress=progress, **train_kwargs)

@@ -1,0 +1,214 @@
+"""Scratch vs pretrained: the experiment loop, its statistics, plot and pretraining cache.
+
+Fast: a fake trainer exercises the loop; real PyTorch runs use tiny synthetic images.
+The real Fashion-MNIST science check lives in test_science.py.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from course_utils.data import ImageData  # noqa: E402
+from course_utils.experiments import (load_pretrained_torch, paired_gain,  # noqa: E402
+                                      plot_scratch_vs_pretrained, pretrain_cache_path,
+                                      pretrain_source, scratch_vs_pretrained, source_target_split,
+                                      summarize)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _fake_data(n_classes=4, per_class=20, test_per_class=5, side=12, seed=0):
+    """Class k = a bright square at position k on noise: learnable by a CNN in a few steps."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = np.repeat(np.arange(n_classes), n).astype(np.int64)
+        x = rng.integers(0, 60, size=(len(y), side, side)).astype(np.uint8)
+        for i, k in enumerate(y):
+            r, c = divmod(int(k), 2)
+            x[i, 6 * r:6 * r + 5, 6 * c:6 * c + 5] = 250
+        return x, y
+
+    xtr, ytr = make(per_class)
+    xte, yte = make(test_per_class)
+    return ImageData("fake", xtr, ytr, xte, yte, tuple(f"c{k}" for k in range(n_classes)))
+
+
+class FakeTrainer:
+    """Records calls; the 'accuracy' is a known function of init, size and seed."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, data, seed, **kw):
+        self.calls.append((model, data, seed, kw))
+        n = len(data.y_train)
+        bonus = 0.2 if model["init"] == "pretrained" else 0.0
+        return {"test_acc": 0.5 + bonus + 0.001 * n + 0.01 * seed, "custom": 1.0}
+
+
+def _fake_factory(seed):
+    return {"init": "scratch", "seed": seed}
+
+
+def _fake_load(model, state):
+    return dict(model, init="pretrained", state=state)
+
+
+def test_table_is_tidy_and_paired():
+    data = _fake_data()
+    tr = FakeTrainer()
+    df = scratch_vs_pretrained(_fake_factory, "STATE", data, sizes=[5, 2], seeds=(0, 1, 2),
+                               trainer=tr, load_state=_fake_load, finetune_kwargs={"lr": 1e-4},
+                               progress=False, lr=1e-3)
+    assert list(df.columns[:9]) == ["init", "size", "seed", "n_train", "test_acc", "test_loss",
+                                    "train_acc", "train_loss", "seconds"]
+    assert "custom" in df.columns
+    assert len(df) == 2 * 3 * 2
+    assert sorted(df["size"].unique()) == [2, 5]
+    assert (df["n_train"] == df["size"] * 4).all()
+    assert df["test_loss"].isna().all()  # the trainer did not report it
+    # both inits of a (size, seed) train on the same images; other seeds draw other images
+    by = {(m["init"], len(d.y_train), s): d.x_train for m, d, s, _ in tr.calls}
+    np.testing.assert_array_equal(by[("scratch", 8, 1)], by[("pretrained", 8, 1)])
+    assert not np.array_equal(by[("scratch", 8, 0)], by[("scratch", 8, 1)])
+    # finetune_kwargs reach only the pretrained runs
+    for m, _, _, kw in tr.calls:
+        assert kw["lr"] == (1e-4 if m["init"] == "pretrained" else 1e-3)
+        if m["init"] == "pretrained":
+            assert m["state"] == "STATE"
+    # the test split is passed untouched
+    assert all(len(d.y_test) == 20 for _, d, _, _ in tr.calls)
+
+
+def test_summary_uses_t_intervals_and_paired_gain():
+    rows = [{"init": i, "size": 10, "seed": s, "test_acc": a}
+            for i, accs in (("scratch", [0.5, 0.6, 0.7]), ("pretrained", [0.8, 0.8, 0.95]))
+            for s, a in enumerate(accs)]
+    df = pd.DataFrame(rows)
+    s = summarize(df)
+    assert s["init"].tolist() == ["scratch", "pretrained"]
+    sc = s.iloc[0]
+    half = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)  # sd of 0.5, 0.6, 0.7 is 0.1
+    assert sc["mean"] == pytest.approx(0.6) and sc["std"] == pytest.approx(0.1)
+    assert sc["ci_low"] == pytest.approx(0.6 - half) and sc["ci_high"] == pytest.approx(0.6 + half)
+    g = paired_gain(df)
+    assert g["gain"].iloc[0] == pytest.approx(np.mean([0.3, 0.2, 0.25]))
+    one = summarize(df[df["seed"] == 0])
+    assert one["ci_low"].isna().all()  # one seed: no interval, not a zero-width one
+    with pytest.raises(KeyError, match="not a column"):
+        summarize(df, metric="val_acc")
+
+
+def test_plot_has_bands_and_lines():
+    tr = FakeTrainer()
+    df = scratch_vs_pretrained(_fake_factory, "S", _fake_data(), [2, 5], seeds=(0, 1), trainer=tr,
+                               load_state=_fake_load, progress=False)
+    ax = plot_scratch_vs_pretrained(df)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "scratch (mean of 2 seeds)" in labels and "pretrained 95% CI" in labels
+    assert len(ax.collections) == 2  # one band per init
+    means = ax.lines[0].get_ydata()
+    np.testing.assert_allclose(means, df[df.init == "scratch"].groupby("size").test_acc.mean())
+    assert ax.get_xscale() == "log"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"sizes": [0]}, "images per class"),
+    ({"sizes": [3], "seeds": (1, 1)}, "distinct"),
+    ({"sizes": [3], "inits": ("imagenet",)}, "choose from"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        scratch_vs_pretrained(_fake_factory, "S", _fake_data(), trainer=FakeTrainer(),
+                              load_state=_fake_load, progress=False, **kwargs)
+
+
+def test_pretrained_needs_state_and_trainer_must_report_accuracy():
+    with pytest.raises(ValueError, match="pretrain_state=None"):
+        scratch_vs_pretrained(_fake_factory, None, _fake_data(), [2], trainer=FakeTrainer(),
+                              progress=False)
+    with pytest.raises(TypeError, match="test_acc"):
+        scratch_vs_pretrained(_fake_factory, "S", _fake_data(), [2], trainer=lambda *a, **k: 0.5,
+                              load_state=_fake_load, progress=False)
+
+
+def test_source_target_split_relabels():
+    data = _fake_data(n_classes=4)
+    src, tgt = source_target_split(data, (0, 1), (2, 3))
+    assert src.classes == ("c0", "c1") and tgt.classes == ("c2", "c3")
+    assert set(np.unique(tgt.y_train)) == {0, 1} and set(np.unique(tgt.y_test)) == {0, 1}
+    np.testing.assert_array_equal(tgt.x_train, data.x_train[data.y_train >= 2])
+    with pytest.raises(ValueError, match="share"):
+        source_target_split(data, (0, 1), (1, 2))
+
+
+def test_pretrain_source_caches_atomically_and_keys_on_arguments(tmp_path, monkeypatch):
+    import torch
+
+    data = _fake_data(n_classes=4, per_class=8)
+    kw = dict(data=data, epochs=1, seed=0, batch_size=8, source_classes=(0, 1),
+              cache_dir=tmp_path, progress=False)
+    state, meta = pretrain_source("small_cnn", return_meta=True, **kw)
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pt"  # no temp file left behind
+    assert meta["n_train"] == 16 and 0.0 <= meta["source_test_acc"] <= 1.0
+    assert state["classifier.weight"].shape == (2, 256)
+
+    # second call: read from disk, training is not run again
+    import course_utils.train as train_mod
+
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **k: pytest.fail("retrained despite cache"))
+    again = pretrain_source("small_cnn", **kw)
+    assert again.keys() == state.keys()
+    assert all(torch.equal(again[k], state[k]) for k in state)
+    monkeypatch.undo()
+
+    # another seed is another cache entry
+    other = pretrain_source("small_cnn", **dict(kw, seed=1))
+    assert len(list(tmp_path.iterdir())) == 2
+    assert not torch.equal(other["stem.conv.weight"], state["stem.conv.weight"])
+    # a corrupt cache file is rebuilt, not fatal
+    files[0].write_bytes(b"not a checkpoint")
+    rebuilt = pretrain_source("small_cnn", **kw)
+    assert all(torch.equal(rebuilt[k], state[k]) for k in state)  # same seed, same weights (CPU)
+    key_path = pretrain_cache_path({"model": "small_cnn", "x": 1}, tmp_path)
+    assert key_path.parent == tmp_path and key_path.name.startswith("small_cnn-")
+
+
+def test_torch_defaults_end_to_end(tmp_path):
+    import torch
+
+    data = _fake_data(n_classes=4, per_class=10)
+    src, tgt = source_target_split(data, (0, 1), (2, 3))
+    state = pretrain_source("small_cnn", data, epochs=1, batch_size=8, source_classes=(0, 1),
+                            cache_dir=tmp_path, progress=False)
+    model = load_pretrained_torch(_model(2), state, num_classes=2)
+    # the backbone is the pretrained one, the classifier is new
+    assert torch.equal(model.stem.conv.weight, state["stem.conv.weight"])
+    assert not torch.equal(model.classifier.weight, state["classifier.weight"])
+    df = scratch_vs_pretrained("small_cnn", state, tgt, [3], seeds=(0,), epochs=1, batch_size=4,
+                               progress=False)
+    assert df["init"].tolist() == ["scratch", "pretrained"]
+    assert df[["test_acc", "test_loss", "train_acc", "train_loss"]].notna().all().all()
+    assert df["test_acc"].between(0, 1).all()
+    df2 = scratch_vs_pretrained("small_cnn", state, tgt, [3], seeds=(0,), epochs=1, batch_size=4,
+                                progress=False)
+    pd.testing.assert_frame_equal(df.drop(columns="seconds"), df2.drop(columns="seconds"))
+
+
+def _model(num_classes):
+    from course_utils.models import create_model
+
+    return create_model("small_cnn", num_classes=num_classes)
