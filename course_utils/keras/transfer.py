@@ -61,6 +61,20 @@ class CallWithTraining(keras.layers.Layer):
         return self.inner(inputs, training=training if self.fixed_training is None
                           else self.fixed_training)
 
+    # The wrapper is frozen exactly when the model inside is (``base.trainable = False`` and
+    # ``wrapper.trainable = False`` are the same thing), so tables and checks read one flag.
+    @property
+    def trainable(self):
+        inner = self.__dict__.get("inner")
+        return inner.trainable if inner is not None else self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        inner = self.__dict__.get("inner")
+        if inner is not None:
+            inner.trainable = value
+        self._trainable = bool(value)
+
     def compute_output_shape(self, input_shape):
         return self.inner.compute_output_shape(input_shape)
 
