@@ -5,8 +5,10 @@ task: classes 5-9 (sandal, shirt, sneaker, bag, ankle boot) with only a few labe
 images per class. The small CNN is pretrained on the source task once; then, for every
 seed, a fine-tuned copy (pretrained body, new 5-class head, all layers trained) and a
 scratch copy (random initialisation) are trained on the same few target images for the
-same number of epochs, and both are scored on the target test set. Fine-tuning should win
-clearly: the features of clothing transfer to footwear and bags.
+same number of epochs with the same optimizer (Adam, lr 3e-4, batch 10), and both are
+scored on the target test set. With this small training budget fine-tuning wins clearly
+(about 0.82 vs 0.75 mean accuracy over seeds 0-2 with the defaults); given many more
+epochs, scratch catches up on this easy target task, which is worth showing students too.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from course_utils.keras.models import FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_model
 from course_utils.keras.pipeline import TFLoader
-from course_utils.keras.training import evaluate, fit, seed_everything
+from course_utils.keras.training import compile_model, evaluate, fit, seed_everything
 from course_utils.keras.transfer import copy_weights
 
 __all__ = ["TransferResult", "pretrain_source", "fashion_transfer_experiment"]
@@ -76,7 +78,7 @@ def pretrain_source(data, *, n_train: int = 3000, epochs: int = 2, lr: float = 1
 
 def fashion_transfer_experiment(data=None, *, shots: int = 10, seeds=(0, 1, 2),
                                 pretrain_n: int = 3000, pretrain_epochs: int = 2,
-                                epochs: int = 15, lr: float = 1e-3, batch_size: int = 10,
+                                epochs: int = 15, lr: float = 3e-4, batch_size: int = 10,
                                 n_test: int | None = 2000, pretrained=None,
                                 progress: bool = False) -> TransferResult:
     """Pretrain on classes 0-4, then fine-tune vs scratch on ``shots`` images per class of
@@ -101,16 +103,33 @@ def fashion_transfer_experiment(data=None, *, shots: int = 10, seeds=(0, 1, 2),
     result = TransferResult(tuple(seeds), source_acc=source_acc, settings={
         "shots": shots, "pretrain_n": pretrain_n, "pretrain_epochs": pretrain_epochs,
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "n_test": len(y_test)})
+    # One compiled worker model for all runs: each run loads its starting weights (pretrained
+    # body + fresh head, or a fresh random model for that seed) and a zeroed optimizer, so
+    # TensorFlow traces the training step once instead of once per run.
+    worker = create_model("small_cnn", num_classes=len(TARGET_CLASSES))
+    compile_model(worker, lr=lr)
     for seed in seeds:
         few = tgt.per_class(shots, seed=seed)
         for kind in ("finetuned", "scratch"):
             seed_everything(seed)
-            model = create_model("small_cnn", num_classes=len(TARGET_CLASSES))
+            start = create_model("small_cnn", num_classes=len(TARGET_CLASSES))
             if kind == "finetuned":
-                copy_weights(pretrained, model, exclude=("classifier",))
-            fit(model, _loader(few.x_train, few.y_train, batch_size, shuffle=True, seed=seed),
-                epochs=epochs, lr=lr, seed=seed, progress=progress)
-            acc = evaluate(model, test)["acc"]
+                copy_weights(pretrained, start, exclude=("classifier",))
+            worker.set_weights(start.get_weights())
+            _reset_optimizer(worker)
+            fit(worker, _loader(few.x_train, few.y_train, batch_size, shuffle=True, seed=seed),
+                epochs=epochs, seed=seed, progress=progress)
+            acc = evaluate(worker, test)["acc"]
             getattr(result, kind).append(acc)
             log.info("seed %d %s: target test accuracy %.3f", seed, kind, acc)
     return result
+
+
+def _reset_optimizer(model) -> None:
+    """Zero the optimizer's step counter and moment estimates (keep its learning rate)."""
+    opt = model.optimizer
+    if not opt.built:
+        return
+    for v in opt.variables:
+        if "learning_rate" not in v.path:
+            v.assign(np.zeros(v.shape, dtype=v.dtype))

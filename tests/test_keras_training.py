@@ -1,0 +1,200 @@
+"""Keras training the course's way: TFLoader batches, fit with History/checkpoints/resume,
+early stopping, evaluate/predict, cached features, learning curves, and the Fashion-MNIST
+transfer experiment (fine-tuning beats training from scratch)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+ck = pytest.importorskip("course_utils.keras")
+keras, tf = ck.keras, ck.tf
+
+from course_utils.history import EPOCH_KEYS, History  # noqa: E402
+from course_utils.keras.training import EpochCheckpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    from course_utils.data import load
+
+    return load("fashion_mnist")
+
+
+@pytest.fixture(scope="module")
+def small(fashion):
+    """96 training and 64 validation images of all ten classes."""
+    return (fashion.x_train[:96], fashion.y_train[:96], fashion.x_test[:64], fashion.y_test[:64])
+
+
+def _loaders(small, batch_size=32):
+    x, y, xv, yv = small
+    mean, std = ck.get_spec("small_cnn").mean, ck.get_spec("small_cnn").std
+    return (ck.TFLoader(x, y, batch_size, shuffle=True, seed=0, mean=mean, std=std),
+            ck.TFLoader(xv, yv, 64, mean=mean, std=std))
+
+
+# --- TFLoader --------------------------------------------------------------------------------
+
+def test_tfloader_orders_epochs_by_seed_and_preprocesses():
+    x = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4)
+    y = np.arange(10)
+    loader = ck.TFLoader(x, y, 4, shuffle=True, seed=3, size=8, rgb=True, mean=(0.5,), std=(0.25,))
+    assert len(loader) == 3
+    order = [np.concatenate([b[1].numpy() for b in loader.dataset(e)]) for e in range(3)]
+    assert all(sorted(o) == list(range(10)) for o in order)
+    assert not np.array_equal(order[0], order[1])  # reshuffled every epoch
+    again = ck.TFLoader(x, y, 4, shuffle=True, seed=3)
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in again.dataset(1)]), order[1])
+    # repeat(start) is epoch start, start + 1, ... back to back: what a resumed fit sees
+    rep = [b[1].numpy() for b in loader.repeat(1).take(6)]
+    np.testing.assert_array_equal(np.concatenate(rep[:3]), order[1])
+    np.testing.assert_array_equal(np.concatenate(rep[3:]), order[2])
+
+    xb, _ = next(iter(ck.TFLoader(x, y, 10, size=8, rgb=True, mean=(0.5,), std=(0.25,))))
+    assert xb.shape == (10, 8, 8, 3) and xb.dtype == tf.float32
+    first = (x[0].astype(np.float32) / 255 - 0.5) / 0.25
+    plain, _ = next(iter(ck.TFLoader(x, y, 10, mean=(0.5,), std=(0.25,))))
+    np.testing.assert_allclose(plain.numpy()[0, ..., 0], first, atol=1e-6)
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        ck.TFLoader(x[:3], y[:2])
+    with pytest.raises(ValueError, match="seed"):
+        ck.TFLoader(x, y, shuffle=True, seed=None)
+
+
+# --- fit, history, checkpoints -------------------------------------------------------------
+
+def test_fit_records_the_pytorch_history_and_resumes_exactly(small, tmp_path):
+    def run(epochs, ckpt=None):
+        ck.seed_everything(0)
+        model = ck.create_model("small_cnn")
+        train, val = _loaders(small)
+        history = ck.fit(model, train, val, epochs=epochs, seed=0, checkpoint_dir=ckpt,
+                         restore_best=False, progress=False)
+        return model, history
+
+    straight, h = run(2)
+    assert h.framework == "keras" and len(h) == 2
+    assert set(EPOCH_KEYS) <= set(h.records[0])
+    assert h["epoch"] == [1, 2]
+    assert all(math.isfinite(v) for k in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+               for v in h[k])
+    assert h["lr"] == [pytest.approx(1e-3)] * 2
+    train, val = _loaders(small)
+    ev = ck.evaluate(straight, val)
+    assert ev["loss"] == pytest.approx(h["val_loss"][-1], rel=1e-4)
+    assert ev["acc"] == pytest.approx(h["val_acc"][-1])
+    assert ck.predict(straight, val).shape == (64, 10)
+
+    ckpt = tmp_path / "ckpt"
+    run(1, ckpt)  # "interrupted" after one epoch
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["epoch"] == 1 and (ckpt / state["weights"]).exists()
+    resumed, h2 = run(2, ckpt)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert h2["val_loss"] == h["val_loss"] and h2["train_loss"] == h["train_loss"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best.npz", "epoch-0002.weights.h5", "state.json"]
+
+    # a finished run has nothing left to do
+    again, h3 = run(2, ckpt)
+    assert len(h3) == 2
+    for a, b in zip(straight.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_early_stopping_and_best_weights_follow_val_loss():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="d")])
+    history = History(framework="keras")
+    cb = EpochCheckpoint(history, patience=2, restore_best=True)
+    cb.set_model(model)
+    for epoch, (val_loss, w) in enumerate([(1.0, 1.0), (0.5, 2.0), (0.7, 3.0), (0.6, 4.0), (0.4, 5.0)]):
+        model.get_layer("d").kernel.assign(np.full((2, 1), w, np.float32))
+        model.stop_training = False
+        cb.on_epoch_end(epoch, {"val_loss": val_loss})
+        if model.stop_training:
+            break
+    assert epoch == 3 and history.stopped_early  # two epochs without beating 0.5
+    cb.on_train_end()
+    assert history.best_epoch == 2
+    np.testing.assert_array_equal(model.get_layer("d").kernel.numpy(), np.full((2, 1), 2.0))
+    with pytest.raises(ValueError, match="early_stopping needs validation data"):
+        ck.fit(model, (np.zeros((4, 2)), np.zeros(4)), epochs=1, early_stopping=2)
+
+
+def test_evaluate_refuses_a_shuffled_loader(small):
+    model = ck.create_model("small_cnn")
+    with pytest.raises(ValueError, match="shuffle=False"):
+        ck.evaluate(model, ck.TFLoader(small[0], small[1], 32, shuffle=True, seed=0))
+
+
+# --- features and learning curves ----------------------------------------------------------
+
+def test_features_are_cached_in_the_shared_format(small, tmp_path, monkeypatch):
+    from course_utils import features as torch_features
+    from course_utils.keras import features as kfeatures
+
+    ck.seed_everything(0)
+    model = ck.create_model("small_cnn")
+    x = small[0][:40]
+    feats = ck.extract_features(model, x, cache_dir=tmp_path, progress=False)
+    assert feats.shape == (40, 256) and feats.dtype == np.float32
+    npy = list(tmp_path.glob("*.npy"))
+    assert len(npy) == 1
+    meta = json.loads(npy[0].with_suffix(".json").read_text())
+    assert meta["framework"] == "keras" and meta["model"] == "small_cnn"
+    key = torch_features.feature_cache_key(
+        "small_cnn", None, None, torch_features.data_fingerprint(x), meta["transform"],
+        framework="keras", state=kfeatures.keras_state_fingerprint(model)[:32])
+    assert npy[0].stem == key
+    # the features are what the model's classifier sees
+    expected = ck.feature_model(model).predict(
+        ck.preprocess_input("small_cnn", x), verbose=0)
+    np.testing.assert_allclose(feats, expected, atol=1e-5)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("features should have come from the cache")
+
+    monkeypatch.setattr(kfeatures, "feature_model", no_model)
+    np.testing.assert_array_equal(ck.extract_features(model, x, cache_dir=tmp_path, progress=False), feats)
+    monkeypatch.undo()
+
+    # other weights, other key: no stale features
+    model.get_layer("stem_conv").kernel.assign(model.get_layer("stem_conv").kernel * 2)
+    ck.extract_features(model, x, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    block1 = ck.extract_features(model, x, layer="block1", cache_dir=tmp_path, progress=False)
+    assert block1.shape == (40, 32)
+
+
+def test_learning_curve_takes_a_keras_train_and_score():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images * 255 / 16).astype(np.uint8)
+    y = digits.target
+
+    def tiny_mlp():
+        return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+
+    result = ck.learning_curve(tiny_mlp, x, y, sizes=[20, 600], seeds=(0, 1), epochs=8,
+                               lr=3e-3, progress=False)
+    assert result.train_errors.shape == result.val_errors.shape == (2, 2)
+    assert ((0 <= result.val_errors) & (result.val_errors <= 1)).all()
+    assert result.val_mean[1] < result.val_mean[0] - 0.1  # more data, lower validation error
+    assert result.label == "keras"
+
+
+# --- the Fashion-MNIST transfer experiment -------------------------------------------------
+
+def test_finetuning_the_pretrained_small_cnn_beats_scratch(fashion):
+    from course_utils.keras.experiments import fashion_transfer_experiment
+
+    result = fashion_transfer_experiment(fashion, shots=10, seeds=(0, 1, 2), pretrain_n=2000,
+                                         pretrain_epochs=2, epochs=15, n_test=1000)
+    print("keras transfer experiment:", json.dumps(result.to_dict()))
+    assert result.source_acc > 0.75
+    assert result.finetuned_mean > result.scratch_mean + 0.02
