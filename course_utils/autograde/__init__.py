@@ -104,6 +104,12 @@ def cli_grade(args: argparse.Namespace) -> int:
     from .report import format_table
     from .sandbox import Limits, SandboxUnavailable
 
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
+    # nbgrader's gradebook triggers these SQLAlchemy warnings on every new submission.
+    warnings.filterwarnings("ignore", category=SAWarning, module="nbgrader")
     if not getattr(args, "verbose", False):
         logging.getLogger("course_utils.autograde.nbgrader").setLevel(logging.ERROR)
     binds = [p for p in os.environ.get(RO_BINDS_ENV, "").split(os.pathsep) if p]

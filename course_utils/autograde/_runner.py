@@ -24,7 +24,7 @@ It has two modes:
 
 Events written to the results pipe, one JSON object per line::
 
-    {"event": "ready", "language_info": {...}}
+    {"event": "ready", "language_info": {...}, "kernel_pid": pid}
     {"event": "start", "index": i}                    # cell i is about to run
     {"event": "cell", "index": i, "outputs": [...], "execution_count": n,
      "execution": {...}, "dropped_output_bytes": k, "processes": p}
@@ -203,7 +203,8 @@ async def execute(job: dict, emit, count: bool = True) -> None:
         info_id = await ensure_async(client.kc.kernel_info())
         info = await client.async_wait_for_reply(info_id)
         emit({"event": "ready",
-              "language_info": (info or {}).get("content", {}).get("language_info")})
+              "language_info": (info or {}).get("content", {}).get("language_info"),
+              "kernel_pid": getattr(getattr(client.km, "provisioner", None), "pid", None)})
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue

@@ -391,6 +391,7 @@ class Sandbox:
                  result: SandboxRun) -> None:
         deadline = start + self.limits.wall_seconds
         buf = b""
+        finished = False
         sel = selectors.DefaultSelector()
         sel.register(read_fd, selectors.EVENT_READ)
         try:
@@ -414,10 +415,23 @@ class Sandbox:
                             result.events.append(json.loads(line))
                         except json.JSONDecodeError:
                             log.warning("unreadable event from the sandbox: %.200r", line)
+                if result.events and result.events[-1].get("event") == "done":
+                    finished = True
+                    break
         finally:
             sel.close()
-        if result.timed_out:
+        if result.timed_out or finished:
+            # After "done" the kernel is already shut down and everything is out;
+            # no need to wait for the interpreter and the sandbox to wind down.
             self._kill(proc)
+            ready = result.last("ready")
+            if result.timed_out and not self.enabled and ready and ready.get("kernel_pid"):
+                # Without the sandbox the kernel leads its own session (jupyter_client
+                # starts it so): stop it and whatever it started.
+                try:
+                    os.killpg(int(ready["kernel_pid"]), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         try:
             result.returncode = proc.wait(timeout=max(5.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

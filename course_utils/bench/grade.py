@@ -1,8 +1,8 @@
 """``course bench grade``: sandboxed parallel grading vs nbgrader's serial autograde.
 
-Builds two identical throw-away copies of a course (the first assignment under
-``assignments/source`` that has notebooks, else the fixture course in
-``tests/fixtures/autograde``), puts ``--copies`` copies of the instructor's solution
+Builds two identical throw-away copies of a course (by default the fixture course
+in ``tests/fixtures/autograde``; ``--course-dir assignments --assignment NAME`` takes
+a real one, which costs far more per submission), puts ``--copies`` copies of the instructor's solution
 notebook in ``submitted/`` as that many students, then grades one copy with
 ``nbgrader autograde`` (serial, in this process) and the other with
 :func:`course_utils.autograde.grade_assignment` (``--workers`` sandboxes), one after
@@ -43,24 +43,23 @@ def fixture_course() -> Path:
 
 def find_course(course_dir: Path | None = None, assignment: str | None = None
                 ) -> tuple[Path, str]:
-    """(course directory, assignment): the one asked for, else the first assignment
-    with notebooks under ``assignments/source``, else the fixture course's ``ag1``."""
-    if course_dir is not None:
-        course_dir = Path(course_dir)
-        if assignment is None:
-            names = sorted(p.name for p in (course_dir / "source").iterdir()
-                           if any(p.glob("*.ipynb")))
-            if not names:
-                raise FileNotFoundError(f"no assignment with notebooks in {course_dir}/source")
-            assignment = names[0]
-        return course_dir, assignment
-    real = _REPO / "assignments"
-    if (real / "source").is_dir():
-        names = sorted(p.name for p in (real / "source").iterdir()
-                       if p.is_dir() and any(p.glob("*.ipynb")))
-        if names and (assignment is None or assignment in names):
-            return real, assignment or names[0]
-    return fixture_course(), assignment or "ag1"
+    """(course directory, assignment): the fixture course's ``ag1`` by default (a
+    second or two per submission, so 40 of them fit the bench's few minutes), else
+    the named course and its first assignment with notebooks, or ``assignment``."""
+    if course_dir is None:
+        return fixture_course(), assignment or "ag1"
+    course_dir = Path(course_dir)
+    names = sorted(p.name for p in (course_dir / "source").iterdir()
+                   if p.is_dir() and any(p.glob("*.ipynb"))) \
+        if (course_dir / "source").is_dir() else []
+    if assignment is None:
+        if not names:
+            raise FileNotFoundError(f"no assignment with notebooks in {course_dir}/source")
+        assignment = names[0]
+    elif assignment not in names:
+        raise FileNotFoundError(f"no notebooks in {course_dir}/source/{assignment}; "
+                                f"assignments there: {names}")
+    return course_dir, assignment
 
 
 def prepare_course(source_course: Path, dest: Path, assignment: str) -> Path:
@@ -81,7 +80,10 @@ def prepare_course(source_course: Path, dest: Path, assignment: str) -> Path:
     cfg = load_course_config(dest)
     coursedir = _coursedir(cfg, dest)
     _create_gradebook(coursedir.db_url)
-    api = NbGraderAPI(coursedir=coursedir, config=cfg)
+    # A logger outside the logging tree: nbgrader's INFO chatter is captured for the
+    # error message below instead of reaching the caller's handlers.
+    quiet = logging.Logger("course_utils.bench.grade.generate_assignment", logging.INFO)
+    api = NbGraderAPI(coursedir=coursedir, config=cfg, log=quiet)
     cwd = os.getcwd()
     try:
         result = api.generate_assignment(assignment, force=True, create=True)
@@ -162,15 +164,26 @@ def _nbgrader_autograde(course_dir: Path, assignment: str) -> float:
 
     cwd = os.getcwd()
     os.chdir(course_dir)
-    try:
-        app = AutogradeApp()
-        t0 = time.perf_counter()
-        app.initialize([assignment, "--force", "--log-level=ERROR"])
-        app.start()
-        seconds = time.perf_counter() - t0
-    finally:
-        os.chdir(cwd)
-        AutogradeApp.clear_instance()
+    # nbgrader's kernels write their start-up chatter to our stderr: keep it in a file
+    # and show it only if the run fails.
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as err:
+        os.dup2(err.fileno(), 2)
+        try:
+            app = AutogradeApp()
+            t0 = time.perf_counter()
+            app.initialize([assignment, "--force", "--log-level=ERROR"])
+            app.start()
+            seconds = time.perf_counter() - t0
+        except BaseException:
+            err.seek(0)
+            os.write(saved, err.read()[-4000:])
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.chdir(cwd)
+            AutogradeApp.clear_instance()
     return seconds
 
 
@@ -189,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=40, help="submissions (default 40)")
     parser.add_argument("--workers", type=int, default=2, help="parallel sandboxes (default 2)")
     parser.add_argument("--course-dir", type=Path, default=None,
-                        help="course to take the assignment from (default: assignments/, "
-                        "else the test fixture course)")
+                        help="course to take the assignment from (default: the test "
+                        "fixture course; e.g. 'assignments' for a real one)")
     parser.add_argument("--assignment", default=None, help="assignment name")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="parallel grading without the sandbox")
@@ -198,11 +211,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall-clock seconds per submission")
     args = parser.parse_args(argv)
 
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
     from course_utils.autograde import Limits, SandboxUnavailable, grade_assignment
+
+    # nbgrader's gradebook triggers these SQLAlchemy warnings on every new submission.
+    warnings.filterwarnings("ignore", category=SAWarning, module="nbgrader")
 
     course, assignment = find_course(args.course_dir, args.assignment)
     print(f"assignment '{assignment}' from {course}; {args.copies} copies of the solution; "
-          f"{os.cpu_count()} CPU core(s)")
+          f"{os.cpu_count()} CPU core(s); load average {os.getloadavg()[0]:.1f} "
+          "(other work on the machine skews both sides)", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as tmp:
         tmp = Path(tmp)
         dirs = {}
@@ -233,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         same = a == b and len(a) == args.copies
         print(f"scores identical for all {len(a)} students: {'yes' if same else 'NO'}"
               + ("" if same else f"\n  nbgrader: {a}\n  course:   {b}"))
+        print(f"load average now {os.getloadavg()[0]:.1f}")
         statuses = {r.status for r in run.results}
         print(f"statuses: {sorted(statuses)}; mean score {sum(a.values()) / max(1, len(a)):.2f}"
               f" of {run.results[0].max_score:g}")
