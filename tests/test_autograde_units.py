@@ -3,6 +3,7 @@ reports, and one direct sandbox run (isolation facts) with and without bubblewra
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import nbformat
@@ -199,7 +200,9 @@ def _probe_notebook():
         "nnp = [l.split()[1] for l in status.splitlines() if l.startswith('NoNewPrivs')]\n"
         "print(os.getuid(), caps[0], nnp[0], [n for _, n in socket.if_nameindex()])\n"
         "print(sorted(os.listdir('.')), open('data.txt').read())\n"
-        "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('NBGRADER_EXECUTION'))")])
+        "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('NBGRADER_EXECUTION'))\n"
+        "import ctypes\n"
+        "print(ctypes.CDLL(None, use_errno=True).unshare(0x10000000))  # a nested user ns")])
 
 
 @pytest.mark.slow
@@ -218,6 +221,8 @@ def test_sandbox_run_isolation(tmp_path):
     assert text[0] == "65534 0000000000000000 1 ['lo']"
     assert text[1] == "['data.txt'] payload"
     assert text[2] == "1 autograde"
+    if os.geteuid() == 0 or box._supports("--disable-userns"):
+        assert text[3] == "-1"
     assert run.last("done") is not None
 
 

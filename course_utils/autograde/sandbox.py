@@ -57,14 +57,21 @@ INSTALL_HINT = (
     "or pass --no-sandbox to run submissions without a sandbox (trusted code only)."
 )
 
-# Creates a user namespace and waits; the parent writes its uid/gid maps and keeps a
-# file descriptor to it (see _make_userns).  Only the standard library, no site.
+# Creates a user namespace and waits while the parent writes its uid/gid maps; then,
+# as root of the new namespace, forbids user namespaces inside it (what bubblewrap's
+# --disable-userns does when it creates the namespace itself) and waits to be told
+# to exit; the parent keeps a file descriptor to the namespace (see _make_userns).
 _USERNS_HELPER = (
     "import ctypes,os,sys\n"
     "libc=ctypes.CDLL(None,use_errno=True)\n"
     "if libc.unshare(0x10000000)!=0:\n"
     "    sys.stderr.write(os.strerror(ctypes.get_errno()));sys.exit(1)\n"
     "os.write(1,b'r');os.read(0,1)\n"
+    "try:\n"
+    "    open('/proc/sys/user/max_user_namespaces','w').write('0');os.write(1,b'd')\n"
+    "except OSError:\n"
+    "    os.write(1,b'n')\n"
+    "os.read(0,1)\n"
 )
 
 
@@ -163,6 +170,7 @@ class Sandbox:
         self.python = sys.executable
         self._tmp = Path(tempfile.mkdtemp(prefix="course-grade-"))
         self._root_mode = os.geteuid() == 0
+        self._help: str | None = None
         self.ro_binds = self._python_binds() + [Path(p).resolve() for p in ro_binds]
         for path in self.ro_binds:
             if not path.exists():
@@ -234,6 +242,13 @@ class Sandbox:
                 "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
                 "user.max_user_namespaces > 0). Pass --no-sandbox only for trusted code.")
 
+    def _supports(self, option: str) -> bool:
+        """Whether this bubblewrap knows ``option`` (``--disable-userns`` is 0.8+)."""
+        if self._help is None:
+            res = subprocess.run([self.bwrap, "--help"], capture_output=True, text=True)
+            self._help = res.stdout + res.stderr
+        return option in self._help
+
     def _make_userns(self) -> int:
         """As root: a user namespace mapping 65534 -> host 65534; returns an fd to it."""
         helper = subprocess.Popen([sys.executable, "-I", "-S", "-c", _USERNS_HELPER],
@@ -248,6 +263,10 @@ class Sandbox:
                     # uid 0 is mapped to root so that bubblewrap (still root at that
                     # point) can set up the mounts; the runner drops to 65534 at once.
                     fh.write(f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1\n")
+            helper.stdin.write(b"m")
+            helper.stdin.flush()
+            if helper.stdout.read(1) != b"d":
+                log.debug("could not forbid nested user namespaces in the sandbox")
             return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         finally:
             helper.stdin.close()
@@ -266,6 +285,8 @@ class Sandbox:
                      "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
             argv += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+            if self._supports("--disable-userns"):
+                argv.append("--disable-userns")
         argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                  "--unshare-cgroup-try", "--hostname", "grader", "--die-with-parent",
                  "--new-session", "--clearenv"]
