@@ -97,3 +97,30 @@ def test_check_tuple_and_validity_only_choices():
     check_regime("overfitting", None)
     with pytest.raises(AssertionError, match="is not one of the choices"):
         check_regime("too little data", None)
+
+
+def test_setup_grading_sends_all_stderr_to_stdout_only_while_grading():
+    """nbgrader zeroes a test cell that writes to stderr; while grading, warnings, logging
+    and C-level writes on fd 2 must land on stdout instead."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging, os, sys, warnings\n"
+            "from course_utils.grading import setup_grading\n"
+            "print('grading' if setup_grading() else 'not grading', flush=True)\n"
+            "warnings.warn('a warning')\n"
+            "logging.getLogger('x').warning('a log record')\n"
+            "print('python stderr', file=sys.stderr, flush=True)\n"
+            "os.write(2, b'fd two\\n')\n")
+    env = {k: v for k, v in os.environ.items() if k != "NBGRADER_EXECUTION"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**env, "NBGRADER_EXECUTION": "autograde"}, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    for text in ("grading", "a warning", "a log record", "python stderr", "fd two"):
+        assert text in quiet.stdout
+    normal = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert normal.stdout.strip() == "not grading"
+    assert "a warning" in normal.stderr and "fd two" in normal.stderr

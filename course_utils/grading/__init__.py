@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 
 __all__ = [
-    "GradingSetupError",
+    "GradingSetupError", "setup_grading", "is_grading",
     # framework-free
     "check_close", "check_in_range", "check_choice", "check_tuple",
     # learning curves
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 _HOME = {
-    "GradingSetupError": "_common",
+    "GradingSetupError": "_common", "setup_grading": "notebook", "is_grading": "notebook",
     "check_close": "basic", "check_in_range": "basic", "check_choice": "basic", "check_tuple": "basic",
     "check_learning_curve": "curves_checks", "check_regime": "curves_checks",
     "curve_means": "curves_checks",
