@@ -65,7 +65,8 @@ def find_course(course_dir: Path | None = None, assignment: str | None = None
 def prepare_course(source_course: Path, dest: Path, assignment: str) -> Path:
     """Copy ``nbgrader_config.py`` and ``source/<assignment>`` to ``dest`` and run
     ``nbgrader generate_assignment`` there (gradebook + release version)."""
-    from nbgrader.apps import NbGraderAPI
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.utils import capture_log
 
     from course_utils.autograde.grader import _coursedir, load_course_config
 
@@ -78,15 +79,18 @@ def prepare_course(source_course: Path, dest: Path, assignment: str) -> Path:
         shutil.copy(source_course / "nbgrader_config.py", dest / "nbgrader_config.py")
     shutil.copytree(src, dest / "source" / assignment, dirs_exist_ok=True)
     cfg = load_course_config(dest)
-    coursedir = _coursedir(cfg, dest)
-    _create_gradebook(coursedir.db_url)
-    # A logger outside the logging tree: nbgrader's INFO chatter is captured for the
-    # error message below instead of reaching the caller's handlers.
+    _create_gradebook(_coursedir(cfg, dest).db_url)
+    # nbgrader's converter directly (not NbGraderAPI, which also checks the exchange
+    # directory), with a logger outside the logging tree: its INFO chatter is kept
+    # for the error message instead of reaching the caller's handlers.
     quiet = logging.Logger("course_utils.bench.grade.generate_assignment", logging.INFO)
-    api = NbGraderAPI(coursedir=coursedir, config=cfg, log=quiet)
+    converter = GenerateAssignment(coursedir=_coursedir(cfg, dest, assignment_id=assignment),
+                                   config=cfg, log=quiet)
+    converter.force = True
+    converter.create_assignment = True
     cwd = os.getcwd()
     try:
-        result = api.generate_assignment(assignment, force=True, create=True)
+        result = capture_log(converter)
     finally:
         os.chdir(cwd)
     if not result.get("success"):
