@@ -281,8 +281,25 @@ def runner_main(sandboxed: bool) -> int:
     return 0
 
 
+def self_test() -> int:
+    """Can the sandbox user import what grading needs?  Prints ``ok``."""
+    import importlib.util
+
+    drop_privileges()
+    sys.modules.setdefault("rfc3987_syntax", None)
+    import nbclient  # noqa: F401  (the import is the test)
+
+    for name in ("ipykernel", "ipykernel_launcher"):
+        if importlib.util.find_spec(name) is None:
+            raise SystemExit(f"{name} is not importable by the sandbox user")
+    print("ok")
+    return 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "kernel":
         kernel_main(sys.argv[2:])
+    elif "--self-test" in sys.argv[1:]:
+        sys.exit(self_test())
     else:
         sys.exit(runner_main(sandboxed="--sandboxed" in sys.argv[1:]))

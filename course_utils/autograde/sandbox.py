@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Limits", "Sandbox", "SandboxRun", "SandboxUnavailable", "find_bwrap", "GiB", "MiB"]
@@ -168,7 +168,6 @@ class Sandbox:
         self.enabled = enabled
         self.extra_env = dict(env or {})
         self.python = sys.executable
-        self._tmp = Path(tempfile.mkdtemp(prefix="course-grade-"))
         self._root_mode = os.geteuid() == 0
         self._help: str | None = None
         self.ro_binds = self._python_binds() + [Path(p).resolve() for p in ro_binds]
@@ -176,12 +175,17 @@ class Sandbox:
             if not path.exists():
                 raise FileNotFoundError(f"ro_binds: {path} does not exist; pass existing "
                                         "paths to make readable inside the sandbox")
-        if enabled:
-            self.bwrap = bwrap or find_bwrap()
-            if not self.bwrap:
-                raise SandboxUnavailable(INSTALL_HINT)
-            self._write_etc()
-            self._self_test()
+        self.bwrap = (bwrap or find_bwrap()) if enabled else None
+        if enabled and not self.bwrap:
+            raise SandboxUnavailable(INSTALL_HINT)
+        self._tmp = Path(tempfile.mkdtemp(prefix="course-grade-"))
+        try:
+            if enabled:
+                self._write_etc()
+                self._self_test()
+        except BaseException:
+            self.close()
+            raise
 
     # -- set-up -----------------------------------------------------------------
     def _python_binds(self) -> list[Path]:
@@ -229,6 +233,9 @@ class Sandbox:
         self._tmp.chmod(0o755)
 
     def _self_test(self) -> None:
+        """Start one sandbox before grading: bubblewrap works, and the sandbox user can
+        run this Python and import the kernel machinery (it may not be able to read
+        an environment kept in a private home directory)."""
         argv, fds, cleanup = self._bwrap_argv(None, ["/bin/true"])
         try:
             res = subprocess.run(argv, pass_fds=fds, capture_output=True, text=True,
@@ -241,6 +248,20 @@ class Sandbox:
                 f"{res.stderr.strip() or 'exit status %d' % res.returncode}. It needs "
                 "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
                 "user.max_user_namespaces > 0). Pass --no-sandbox only for trusted code.")
+        argv, fds, cleanup = self._bwrap_argv(
+            None, [self.python, "-I", RUNNER_PATH, "--sandboxed", "--self-test"])
+        try:
+            res = subprocess.run(argv, pass_fds=fds, capture_output=True, text=True,
+                                 timeout=120)
+        finally:
+            cleanup()
+        if res.returncode != 0 or "ok" not in res.stdout:
+            raise SandboxUnavailable(
+                f"the sandbox user (uid {SANDBOX_UID}) cannot run {self.python} with the "
+                f"course's packages: {(res.stderr.strip().splitlines() or ['?'])[-1]}. "
+                "Make the Python installation and the virtual environment readable by "
+                "all users (e.g. keep them outside a private home directory), or pass "
+                "--no-sandbox for trusted code.")
 
     def _supports(self, option: str) -> bool:
         """Whether this bubblewrap knows ``option`` (``--disable-userns`` is 0.8+)."""
@@ -473,16 +494,15 @@ class Sandbox:
                 pass
 
     def close(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def with_limits(self, **changes) -> Limits:
-        return replace(self.limits, **changes)
 
 
 def _readable_copy(src: Path, dst: Path, exclude=()) -> Path:

@@ -15,7 +15,6 @@ use to build courses with hostile submissions.
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
 import shutil
