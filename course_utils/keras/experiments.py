@@ -59,10 +59,19 @@ def _loader(x, y, batch_size, *, shuffle=False, seed=0):
                     mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
 
 
+def _test_subset(x, y, n):
+    """A fixed random subset of ``n`` test images (all of them with ``n=None``)."""
+    if n is None or n >= len(y):
+        return x, y
+    idx = np.sort(np.random.default_rng(0).permutation(len(y))[:n])
+    return x[idx], y[idx]
+
+
 def pretrain_source(data, *, n_train: int = 3000, epochs: int = 2, lr: float = 1e-3,
-                    batch_size: int = 64, seed: int = 0, progress: bool = False):
+                    batch_size: int = 64, seed: int = 0, n_test: int | None = 2000,
+                    progress: bool = False):
     """Train ``small_cnn`` on the source classes (``n_train`` images, stratified); returns
-    (model, accuracy on the source test set)."""
+    (model, accuracy on ``n_test`` images of the source test set)."""
     src = data.select_classes(SOURCE_CLASSES)
     if n_train < len(src.y_train):
         src = src.per_class(n_train // len(SOURCE_CLASSES), seed=seed)
@@ -70,7 +79,8 @@ def pretrain_source(data, *, n_train: int = 3000, epochs: int = 2, lr: float = 1
     model = create_model("small_cnn", num_classes=len(SOURCE_CLASSES))
     fit(model, _loader(src.x_train, src.y_train, batch_size, shuffle=True, seed=seed),
         epochs=epochs, lr=lr, seed=seed, progress=progress)
-    acc = evaluate(model, _loader(src.x_test, src.y_test, 512))["acc"]
+    x_test, y_test = _test_subset(src.x_test, src.y_test, n_test)
+    acc = evaluate(model, _loader(x_test, y_test, 512))["acc"]
     log.info("source task (classes 0-4, %d images, %d epochs): test accuracy %.3f",
              len(src.y_train), epochs, acc)
     return model, acc
@@ -93,12 +103,9 @@ def fashion_transfer_experiment(data=None, *, shots: int = 10, seeds=(0, 1, 2),
     source_acc = float("nan")
     if pretrained is None:
         pretrained, source_acc = pretrain_source(data, n_train=pretrain_n, epochs=pretrain_epochs,
-                                                 seed=0, progress=progress)
+                                                 seed=0, n_test=n_test, progress=progress)
     tgt = data.select_classes(TARGET_CLASSES)
-    x_test, y_test = tgt.x_test, tgt.y_test
-    if n_test is not None and n_test < len(y_test):
-        idx = np.random.default_rng(0).permutation(len(y_test))[:n_test]
-        x_test, y_test = x_test[np.sort(idx)], y_test[np.sort(idx)]
+    x_test, y_test = _test_subset(tgt.x_test, tgt.y_test, n_test)
     test = _loader(x_test, y_test, 512)
     result = TransferResult(tuple(seeds), source_acc=source_acc, settings={
         "shots": shots, "pretrain_n": pretrain_n, "pretrain_epochs": pretrain_epochs,
