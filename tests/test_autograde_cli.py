@@ -17,6 +17,12 @@ def course(tmp_path_factory):
     c = prepare_course(fixture_course(), tmp_path_factory.mktemp("cli") / "course", "ag1")
     add_submission(c, "ag1", "good")
     add_submission(c, "ag1", "blank", base="release")
+    empty = c / "submitted" / "empty" / "ag1"  # a folder without the notebook
+    empty.mkdir(parents=True)
+    (empty / "timestamp.txt").write_text("2026-01-15 12:00:00.000000 UTC")
+    broken = c / "submitted" / "broken" / "ag1"  # a notebook that is not JSON
+    broken.mkdir(parents=True)
+    (broken / "ag1.ipynb").write_text("{not json")
     return c
 
 
@@ -28,11 +34,20 @@ def test_course_grade_command(course, tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     table = {line.split()[0]: line.split() for line in out.splitlines()
-             if line.startswith(("good ", "blank "))}
-    assert table == {"good": ["good", "3", "3", "ok"], "blank": ["blank", "0", "3", "ok"]}
+             if line.startswith(("good ", "blank ", "empty ", "broken "))}
+    assert table == {"good": ["good", "3", "3", "ok"], "blank": ["blank", "0", "3", "ok"],
+                     "empty": ["empty", "0", "3", "missing"],
+                     "broken": ["broken", "0", "3", "error"]}
     assert "graded in" in out and "sandboxed" in out and str(out_csv) in out
     rows = {r["student"]: r for r in csv.DictReader(open(out_csv, newline=""))}
     assert rows["good"]["score"] == "3" and rows["blank"]["score"] == "0"
+    assert "NotJSONError" in rows["broken"]["notes"]
+    assert "ag1.ipynb" in rows["empty"]["notes"]
+    assert "feedback HTML in" in out and "(none for: broken, empty)" in out
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "autograde-fixture") as gb:
+        assert gb.find_submission("ag1", "empty").score == 0  # recorded, unlike nbgrader
     for student in ("good", "blank"):
         html = course / "feedback" / student / "ag1" / "ag1.html"
         assert html.exists() and "test_add" in html.read_text()

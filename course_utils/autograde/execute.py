@@ -29,7 +29,7 @@ from pathlib import Path
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgrader.api import Gradebook, MissingEntry
-from nbgrader.preprocessors import ClearHiddenTests, Execute, OverwriteCells
+from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor, OverwriteCells
 
 __all__ = ["SandboxExecute", "TrackingOverwriteCells", "SubmissionLog", "merge_run",
            "current", "NOTE_CELL_ID"]
@@ -67,7 +67,7 @@ class SubmissionLog:
 
     @property
     def notes(self) -> list[str]:
-        several = len([k for k, v in self.by_notebook.items() if v]) > 1
+        several = len([k for k, v in self.by_notebook.items() if v and k]) > 1
         return [f"{nb}: {n}" if several and nb else n
                 for nb, notes in self.by_notebook.items() for n in notes]
 
@@ -343,18 +343,24 @@ class TrackingOverwriteCells(OverwriteCells):
                 pass
 
     def preprocess(self, nb, resources):
+        """OverwriteCells.preprocess (restore cells, add back missing ones), plus a
+        note for each graded cell the submission no longer had; one gradebook
+        connection for all of it."""
         ctx = getattr(_local, "ctx", None)
         if ctx is not None:
             ctx.record.notebook = resources["nbgrader"]["notebook"]
+        self.notebook_id = resources["nbgrader"]["notebook"]
+        self.assignment_id = resources["nbgrader"]["assignment"]
+        self.db_url = resources["nbgrader"]["db_url"]
         present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
-        nb, resources = super().preprocess(nb, resources)
-        try:
-            with Gradebook(resources["nbgrader"]["db_url"]) as gb:
-                expected = gb.find_notebook(resources["nbgrader"]["notebook"],
-                                            resources["nbgrader"]["assignment"])
-                names = [c.name for c in expected.grade_cells]
-        except MissingEntry:
-            names = []
+        self.gradebook = Gradebook(self.db_url)
+        with self.gradebook:
+            nb, resources = NbGraderPreprocessor.preprocess(self, nb, resources)
+            if self.add_missing_cells:
+                nb, resources = self.add_missing_grade_cells(nb, resources)
+                nb, resources = self.add_missing_task_cells(nb, resources)
+            expected = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+            names = [c.name for c in expected.grade_cells]
         for name in names:
             if name not in present:
                 action = ("it was added back and graded" if self.add_missing_cells

@@ -181,9 +181,12 @@ class _RecordingHandler(logging.Handler):
         super().__init__(level=logging.ERROR)
         self.record = record
 
+    #: nbgrader's generic lines around the actual error
+    BOILERPLATE = ("There was an error processing", "Please see the", "Did you mean")
+
     def emit(self, rec: logging.LogRecord) -> None:
         msg = rec.getMessage().strip()
-        if msg:
+        if msg and not msg.startswith(self.BOILERPLATE):
             self.record.errors.append(msg.splitlines()[-1])
 
 
@@ -205,6 +208,8 @@ def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
         with lock:
             coursedir = _coursedir(cfg, course_dir, assignment_id=assignment,
                                    student_id=student)
+            if _record_empty_submission(coursedir, assignment, student, record):
+                return record
             converter = _SandboxedAutograde(coursedir=coursedir, config=cfg,
                                             log=_student_logger(student, record))
             converter.force = True
@@ -215,28 +220,51 @@ def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
                 record.add("error", f"Grading failed, so this submission scores zero where "
                            f"it was not graded: {reason}")
                 log.error("grading %s for %s failed: %s", assignment, student, reason)
-            _note_missing_notebooks(coursedir, assignment, student, record)
     finally:
         set_context(None)
-    record.seconds = time.monotonic() - start
+        record.seconds = time.monotonic() - start
     return record
 
 
-def _note_missing_notebooks(coursedir, assignment, student, record) -> None:
+def _record_empty_submission(coursedir, assignment, student, record) -> bool:
+    """A submission folder without any of the assignment's notebooks: nbgrader would
+    stop with an error and record nothing.  Record the submission with zero scores
+    instead (what nbgrader does for each missing notebook) and say so."""
     submitted = coursedir.format_path(coursedir.submitted_directory, student, assignment)
     with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
-        for notebook in gb.find_assignment(assignment).notebooks:
-            if not os.path.exists(os.path.join(submitted, f"{notebook.name}.ipynb")):
-                record.notebook = notebook.name
-                record.add("missing", f"The notebook {notebook.name}.ipynb was not "
-                           "submitted; it scores zero.")
+        names = [nb.name for nb in gb.find_assignment(assignment).notebooks]
+        if any(os.path.exists(os.path.join(submitted, f"{n}.ipynb")) for n in names):
+            return False
+        gb.update_or_create_student(student)
+        timestamp = coursedir.get_existing_timestamp(submitted)
+        if timestamp:
+            submission = gb.update_or_create_submission(assignment, student,
+                                                        timestamp=timestamp)
+        else:
+            submission = gb.update_or_create_submission(assignment, student)
+        for notebook in submission.notebooks:
+            for grade in notebook.grades:
+                grade.auto_score = 0
+                grade.needs_manual_grade = False
+        gb.db.commit()
+    record.add("missing", "No notebook of the assignment was submitted "
+               f"(expected {', '.join(n + '.ipynb' for n in names)}); it scores zero.")
+    return True
 
 
 def _scores(coursedir, assignment, students, records) -> list[SubmissionResult]:
     results = []
     with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        notebooks = [nb.name for nb in gb.find_assignment(assignment).notebooks]
         for student in students:
             rec = records[student]
+            submitted = coursedir.format_path(coursedir.submitted_directory, student, assignment)
+            for name in notebooks:  # nbgrader gave these zero
+                if "missing" not in rec.statuses and \
+                        not os.path.exists(os.path.join(submitted, f"{name}.ipynb")):
+                    rec.notebook = name
+                    rec.add("missing", f"The notebook {name}.ipynb was not submitted; it "
+                            "scores zero.")
             try:
                 sub = gb.find_submission(assignment, student)
                 score, max_score = float(sub.score), float(sub.max_score)
