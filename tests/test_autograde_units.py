@@ -243,3 +243,35 @@ def test_no_sandbox_mode_runs_the_same_protocol(tmp_path):
     assert run.events[2]["outputs"][0]["text"] == "payload\n"
     assert run.last("kernel_died")["returncode"] == 3
     assert not Path(tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_cancel_stops_running_sandbox_at_once(tmp_path):
+    import threading
+    import time
+
+    from course_utils.autograde.sandbox import GradingCancelled
+
+    nb = new_notebook(cells=[new_code_cell("import time\ntime.sleep(120)")])
+    job = {"notebook": nb, "execute": {
+        "timeout": 200, "startup_timeout": 60, "iopub_timeout": 4,
+        "interrupt_on_timeout": True, "raise_on_iopub_timeout": True,
+        "error_on_timeout": None, "extra_arguments": []}}
+    outcome = {}
+    with Sandbox(Limits(wall_seconds=200), enabled=find_bwrap() is not None) as box:
+        def target():
+            try:
+                box.run(job, tmp_path)
+                outcome["result"] = "finished"
+            except GradingCancelled:
+                outcome["result"] = "cancelled"
+        thread = threading.Thread(target=target)
+        thread.start()
+        time.sleep(3)
+        t0 = time.monotonic()
+        box.cancel()
+        thread.join(timeout=30)
+        assert outcome == {"result": "cancelled"}
+        assert time.monotonic() - t0 < 15
+        with pytest.raises(GradingCancelled):  # and nothing new starts
+            box.run(job, tmp_path)

@@ -125,6 +125,10 @@ def cli_grade(args: argparse.Namespace) -> int:
     except (GradingError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ncancelled: running sandboxes were stopped; submissions graded so far "
+              "keep their scores in the gradebook", file=sys.stderr)
+        return 130
     print(format_table(run))
     if run.csv_path:
         print(f"grades written to {run.csv_path}")

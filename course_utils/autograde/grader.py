@@ -18,6 +18,7 @@ import glob
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .execute import (GradingContext, SandboxExecute, SubmissionLog, TrackingOverwriteCells,
                       set_context)
-from .sandbox import Limits, Sandbox
+from .sandbox import GradingCancelled, Limits, Sandbox
 
 __all__ = ["SubmissionResult", "GradeRun", "grade_assignment", "load_course_config",
            "find_submissions", "GradingError"]
@@ -215,6 +216,12 @@ def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
             converter.force = True
             try:
                 converter.start()
+            except GradingCancelled:
+                # Leave nothing half-done: the sanitised copy (with the hidden tests)
+                # may already be in autograded/.
+                shutil.rmtree(coursedir.format_path(coursedir.autograded_directory,
+                                                    student, assignment), ignore_errors=True)
+                raise
             except Exception as exc:  # nbgrader logged the details for this student
                 reason = "; ".join(dict.fromkeys(e for e in record.errors if e)) or str(exc)
                 record.add("error", f"Grading failed, so this submission scores zero where "
@@ -337,11 +344,17 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
                      disable=not progress, dynamic_ncols=True) as bar:
             futures = {pool.submit(_grade_one, s, assignment, course_dir, cfg, box, lock): s
                        for s in found}
-            for fut in as_completed(futures):
-                student = futures[fut]
-                records[student] = fut.result()
-                bar.set_postfix_str(f"{student}: {records[student].status}", refresh=False)
-                bar.update(1)
+            try:
+                for fut in as_completed(futures):
+                    student = futures[fut]
+                    records[student] = fut.result()
+                    bar.set_postfix_str(f"{student}: {records[student].status}",
+                                        refresh=False)
+                    bar.update(1)
+            except BaseException:  # Ctrl-C: stop every sandbox now, start no more
+                box.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         box.close()
     results = _scores(coursedir, assignment, found, records)

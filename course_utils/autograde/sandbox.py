@@ -34,11 +34,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Limits", "Sandbox", "SandboxRun", "SandboxUnavailable", "find_bwrap", "GiB", "MiB"]
+__all__ = ["Limits", "Sandbox", "SandboxRun", "SandboxUnavailable", "GradingCancelled",
+           "find_bwrap", "GiB", "MiB"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,14 @@ _USERNS_HELPER = (
 
 class SandboxUnavailable(RuntimeError):
     """The sandbox cannot be used on this machine; the message says what to do."""
+
+
+class GradingCancelled(BaseException):
+    """Raised by :meth:`Sandbox.run` after :meth:`Sandbox.cancel` (e.g. on Ctrl-C).
+
+    A BaseException, like KeyboardInterrupt, so that nbgrader's per-submission error
+    handling does not record it as the student's failure.
+    """
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,9 @@ class Sandbox:
         self.python = sys.executable
         self._root_mode = os.geteuid() == 0
         self._help: str | None = None
+        self._active: set[subprocess.Popen] = set()
+        self._active_lock = threading.Lock()
+        self._cancelled = threading.Event()
         self.ro_binds = self._python_binds() + [Path(p).resolve() for p in ro_binds]
         for path in self.ro_binds:
             if not path.exists():
@@ -407,12 +420,17 @@ class Sandbox:
             env = self._env(home)
         result = SandboxRun()
         start = time.monotonic()
+        proc = None
         try:
             with open(log_path, "wb") as log_fh:
                 try:
-                    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log_fh,
-                                            stderr=subprocess.STDOUT, pass_fds=fds, env=env,
-                                            start_new_session=True, cwd=run_tmp)
+                    with self._active_lock:
+                        if self._cancelled.is_set():
+                            raise GradingCancelled()
+                        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log_fh,
+                                                stderr=subprocess.STDOUT, pass_fds=fds,
+                                                env=env, start_new_session=True, cwd=run_tmp)
+                        self._active.add(proc)
                 finally:
                     os.close(write_fd)
                     cleanup()
@@ -425,9 +443,21 @@ class Sandbox:
             result.seconds = time.monotonic() - start
             result.log_tail = _tail(log_path, 20000)
         finally:
+            if proc is not None:
+                with self._active_lock:
+                    self._active.discard(proc)
             os.close(read_fd)
             shutil.rmtree(run_tmp, ignore_errors=True)
+        if self._cancelled.is_set():
+            raise GradingCancelled()
         return result
+
+    def cancel(self) -> None:
+        """Kill every running sandbox; later :meth:`run` calls raise GradingCancelled."""
+        with self._active_lock:
+            self._cancelled.set()
+            for proc in list(self._active):
+                self._kill(proc)
 
     def _collect(self, proc: subprocess.Popen, read_fd: int, start: float,
                  result: SandboxRun) -> None:
