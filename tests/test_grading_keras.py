@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+# via course_utils.keras: it loads Triton before TensorFlow (the other order segfaults once
+# PyTorch creates an optimizer in the same process)
+keras = pytest.importorskip("course_utils.keras").keras
 
 from course_utils.grading import (check_keras_bn_inference, check_keras_compiled,  # noqa: E402
                                   check_keras_train_step, check_keras_trainable)

@@ -167,6 +167,11 @@ def test_check_bn_in_inference_flags_frozen_bn_in_training_mode():
     assert torch.equal(before, m.layer4[1].running_mean)
 
 
+def test_check_bn_in_inference_without_frozen_bn_is_a_wrong_answer():
+    with pytest.raises(AssertionError, match="no BatchNorm layer whose parameters are all frozen"):
+        check_bn_in_inference(make(trainable=("conv1", "bn1", "layer4", "fc")))
+
+
 def test_check_bn_in_inference_detects_drift_from_a_forward_pass_and_restores_stats():
     m = make(trainable=("fc",)).eval()
 

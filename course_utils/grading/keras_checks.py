@@ -24,7 +24,9 @@ __all__ = ["check_keras_trainable", "check_keras_bn_inference", "check_keras_com
 
 
 def _keras():
-    import keras
+    # Through the course's backend module: it sets KERAS_BACKEND and loads Triton before
+    # TensorFlow (the other order crashes the interpreter when PyTorch is used as well).
+    from course_utils.keras._backend import keras
 
     return keras
 
@@ -121,7 +123,7 @@ def check_keras_bn_inference(model: Any, x, *, name: str = "model") -> None:
     model = _need_model(model, name)
     stats = _bn_stats(model)
     if not stats:
-        raise GradingSetupError(f"{name} has no BatchNormalization layers to check")
+        raise AssertionError(f"{name} has no BatchNormalization layers: is the pretrained base part of it?")
     before = [(n, _np(m), _np(v)) for n, m, v in stats]
     try:
         model(x, training=True)

@@ -258,7 +258,8 @@ def check_bn_in_inference(model: Any, *, frozen_only: bool = True, x: torch.Tens
         if frozen or not frozen_only:
             targets.append((n, m))
     if not targets:
-        raise GradingSetupError(f"{name} has no {'frozen ' if frozen_only else ''}BatchNorm layers to check")
+        raise AssertionError(f"{name} has no {'BatchNorm layer whose parameters are all frozen' if frozen_only else 'BatchNorm layer'}"
+                             ", so there is nothing to check: did the freezing step run?")
     training = [n for n, m in targets if m.training]
     kind = "frozen BatchNorm layer" if frozen_only else "BatchNorm layer"
     if training:
