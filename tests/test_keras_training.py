@@ -124,10 +124,13 @@ def test_early_stopping_and_best_weights_follow_val_loss():
         ck.fit(model, (np.zeros((4, 2)), np.zeros(4)), epochs=1, early_stopping=2)
 
 
-def test_evaluate_refuses_a_shuffled_loader(small):
+def test_evaluate_and_predict_refuse_a_shuffled_loader(small):
     model = ck.create_model("small_cnn")
+    shuffled = ck.TFLoader(small[0], small[1], 32, shuffle=True, seed=0)
     with pytest.raises(ValueError, match="shuffle=False"):
-        ck.evaluate(model, ck.TFLoader(small[0], small[1], 32, shuffle=True, seed=0))
+        ck.evaluate(model, shuffled)
+    with pytest.raises(ValueError, match="shuffle=False"):
+        ck.predict(model, shuffled)
 
 
 # --- features and learning curves ----------------------------------------------------------

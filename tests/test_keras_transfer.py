@@ -43,7 +43,7 @@ def test_transfer_model_layout_and_layer_table(transfer_model):
     assert not nested.loc["small_cnn/block2_conv1", "trainable"]
 
 
-def test_unfreeze_top_selects_layers_and_recompiles(transfer_model, tiny_data):
+def test_unfreeze_top_selects_layers_and_recompiles(transfer_model, tiny_data, capsys):
     base = ck.get_base(transfer_model)
     optimizer_before = transfer_model.optimizer
     ck.unfreeze_top(transfer_model, from_layer="block2", lr=1e-4)  # a group name
@@ -60,7 +60,8 @@ def test_unfreeze_top_selects_layers_and_recompiles(transfer_model, tiny_data):
     tuned = base.get_layer("block2_conv2").kernel.numpy().copy()
     stats = base.get_layer("block2_bn2").moving_variance.numpy().copy()
     x, y = tiny_data
-    ck.fit(transfer_model, ck.TFLoader(x, y, 8, shuffle=True, seed=0), epochs=1, progress=False)
+    ck.fit(transfer_model, ck.TFLoader(x, y, 8, shuffle=True, seed=0), epochs=1, progress=True)
+    assert "fit (keras)" in capsys.readouterr().err  # the tqdm bar
     np.testing.assert_array_equal(base.get_layer("block1_conv2").kernel.numpy(), frozen)
     assert not np.array_equal(base.get_layer("block2_conv2").kernel.numpy(), tuned)
     np.testing.assert_array_equal(base.get_layer("block2_bn2").moving_variance.numpy(), stats)

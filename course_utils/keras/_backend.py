@@ -7,10 +7,11 @@ course's callbacks, ``tf.data`` pipelines and distribution strategies need it).
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 import sys
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,28 +19,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow and Triton (pulled in by torch._dynamo, which torchvision imports) both carry
 # LLVM; loading Triton's library after TensorFlow's crashes the interpreter with a
 # segmentation fault. Loaded first, both work, so a notebook can use both frameworks.
-# (If TensorFlow is already loaded, importing Triton now would be the crash, so we leave it.)
+# (If TensorFlow is already loaded, importing Triton now would be the crash, so we only warn.)
 if "tensorflow" not in sys.modules:
     try:  # pragma: no cover - depends on the torch build (CUDA wheels ship Triton)
         import triton  # noqa: F401,E402
     except ImportError:  # pragma: no cover
         pass
+elif "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:  # pragma: no cover
+    logging.getLogger(__name__).warning(
+        "TensorFlow was imported before Triton (torch's compiler): importing torchvision or "
+        "torch._dynamo in this process will now crash with a segmentation fault. Import "
+        "course_utils.keras (or torchvision) before tensorflow/keras, e.g. first in the notebook.")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["keras", "tf", "course_data_dir", "save_weights"]
+__all__ = ["keras", "tf", "save_weights"]
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the user's environment
     raise ImportError(
         f"course_utils.keras needs Keras on the TensorFlow backend, but Keras was loaded with "
         f"backend {keras.backend.backend()!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}). "
         "Set KERAS_BACKEND=tensorflow before Python imports keras (restart the kernel).")
-
-
-def course_data_dir() -> Path:
-    """The course's cache root: ``$COURSE_DATA``, default ``~/.cache/course_utils``."""
-    return Path(os.environ.get("COURSE_DATA") or Path.home() / ".cache" / "course_utils").expanduser()
 
 
 def save_weights(model, path) -> None:

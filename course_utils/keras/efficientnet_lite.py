@@ -25,7 +25,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from course_utils.keras._backend import course_data_dir, keras, save_weights
+from course_utils.download import data_home
+from course_utils.keras._backend import keras, save_weights
 
 __all__ = ["LITE0_STAGES", "block_name", "EfficientNetLite0", "preprocess_input",
            "imagenet_weights_path", "load_imagenet_weights", "stage_prefixes"]
@@ -143,7 +144,7 @@ def EfficientNetLite0(include_top: bool = True, weights: str | None = None,
 
 def imagenet_weights_path() -> Path:
     """Where the converted ImageNet weights are cached."""
-    return course_data_dir() / "keras" / WEIGHTS_FILE
+    return data_home("keras") / WEIGHTS_FILE
 
 
 def _reference_model() -> keras.Model:

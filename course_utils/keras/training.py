@@ -444,6 +444,9 @@ def predict(model, data, *, batch_size: int = 256) -> np.ndarray:
     dataset of batches, an ``(x, y)`` pair or an array ``x``."""
     ds = as_loader(data, batch_size)
     if isinstance(ds, TFLoader):
+        if ds.shuffle:
+            raise ValueError("predict: the TFLoader shuffles; pass shuffle=False so the rows "
+                             "follow the data order")
         ds = ds.dataset()
     return np.asarray(model.predict(ds, verbose=0))
 
