@@ -31,7 +31,7 @@ Events written to the results pipe, one JSON object per line::
     {"event": "kernel_died", "index": i, "returncode": rc}
     {"event": "unresponsive", "index": i, "message": "..."}
     {"event": "error", "index": i, "message": "..."}
-    {"event": "done", "max_processes": p}
+    {"event": "done", "max_processes": p, "cpu_seconds": {"runner": s, "kernel": s}}
 
 The results pipe's descriptor number is given in the job (``results_fd``); it is
 not inherited by the kernel.  ``--sandboxed`` makes the runner drop to the
@@ -252,7 +252,10 @@ async def execute(job: dict, emit, count: bool = True) -> None:
             if fatal is not None:
                 emit(fatal)
                 break
-    emit({"event": "done", "max_processes": max_procs})
+    times = os.times()
+    emit({"event": "done", "max_processes": max_procs,
+          "cpu_seconds": {"runner": round(times.user + times.system, 3),
+                          "kernel": round(times.children_user + times.children_system, 3)}})
 
 
 def runner_main(sandboxed: bool) -> int:
@@ -282,16 +285,21 @@ def runner_main(sandboxed: bool) -> int:
 
 
 def self_test() -> int:
-    """Can the sandbox user import what grading needs?  Prints ``ok``."""
+    """Can the sandbox user read what grading imports?  Prints ``ok``.
+
+    Finds and reads the packages' first files rather than importing them (a second
+    at start-up, for nothing): an unreadable environment fails here already.
+    """
     import importlib.util
 
     drop_privileges()
-    sys.modules.setdefault("rfc3987_syntax", None)
-    import nbclient  # noqa: F401  (the import is the test)
-
-    for name in ("ipykernel", "ipykernel_launcher"):
-        if importlib.util.find_spec(name) is None:
+    for name in ("nbclient", "nbformat", "jupyter_client", "zmq", "ipykernel",
+                 "ipykernel_launcher", "IPython"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
             raise SystemExit(f"{name} is not importable by the sandbox user")
+        with open(spec.origin, "rb") as fh:
+            fh.read(1)
     print("ok")
     return 0
 

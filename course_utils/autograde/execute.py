@@ -52,6 +52,7 @@ class SubmissionLog:
     statuses: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     sandbox_seconds: float = 0.0
+    sandbox_cpu_seconds: float = 0.0  # runner + kernel, as the runner reports them
     seconds: float = 0.0
     notebook: str = ""
     by_notebook: dict[str, list[str]] = field(default_factory=dict)
@@ -293,6 +294,9 @@ class SandboxExecute(Execute):
         finally:
             ctx.lock.acquire()
         record.sandbox_seconds += run.seconds
+        done = run.last("done")
+        if done and isinstance(done.get("cpu_seconds"), dict):
+            record.sandbox_cpu_seconds += sum(float(v) for v in done["cpu_seconds"].values())
         record.notebook = resources["nbgrader"]["notebook"]
         nb = merge_run(nb, run, limits, record)
         add_note_cell(nb, record.notes_for(record.notebook))

@@ -75,6 +75,9 @@ class GradeRun:
     workers: int
     csv_path: Path | None = None
     feedback: dict[str, str] = field(default_factory=dict)  # student -> "ok" or error
+    #: CPU seconds the sandboxes reported (runner + kernel), summed over the class;
+    #: what the grader process itself used is not included.
+    sandbox_cpu_seconds: float = 0.0
 
     def by_student(self) -> dict[str, SubmissionResult]:
         return {r.student: r for r in self.results}
@@ -201,7 +204,7 @@ def _student_logger(student: str, record: SubmissionLog) -> logging.Logger:
 
 
 def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
-               sandbox: Sandbox, lock: threading.Lock) -> SubmissionLog:
+               sandbox: Sandbox, lock: threading.Lock, notebooks: list[str]) -> SubmissionLog:
     record = SubmissionLog(student=student)
     set_context(GradingContext(sandbox=sandbox, lock=lock, record=record))
     start = time.monotonic()
@@ -209,7 +212,11 @@ def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
         with lock:
             coursedir = _coursedir(cfg, course_dir, assignment_id=assignment,
                                    student_id=student)
-            if _record_empty_submission(coursedir, assignment, student, record):
+            submitted = coursedir.format_path(coursedir.submitted_directory, student,
+                                              assignment)
+            if not any(os.path.exists(os.path.join(submitted, f"{n}.ipynb"))
+                       for n in notebooks):
+                _record_empty_submission(coursedir, assignment, student, record, notebooks)
                 return record
             converter = _SandboxedAutograde(coursedir=coursedir, config=cfg,
                                             log=_student_logger(student, record))
@@ -233,15 +240,12 @@ def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
     return record
 
 
-def _record_empty_submission(coursedir, assignment, student, record) -> bool:
+def _record_empty_submission(coursedir, assignment, student, record, notebooks) -> None:
     """A submission folder without any of the assignment's notebooks: nbgrader would
     stop with an error and record nothing.  Record the submission with zero scores
     instead (what nbgrader does for each missing notebook) and say so."""
     submitted = coursedir.format_path(coursedir.submitted_directory, student, assignment)
     with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
-        names = [nb.name for nb in gb.find_assignment(assignment).notebooks]
-        if any(os.path.exists(os.path.join(submitted, f"{n}.ipynb")) for n in names):
-            return False
         gb.update_or_create_student(student)
         timestamp = coursedir.get_existing_timestamp(submitted)
         if timestamp:
@@ -255,8 +259,7 @@ def _record_empty_submission(coursedir, assignment, student, record) -> bool:
                 grade.needs_manual_grade = False
         gb.db.commit()
     record.add("missing", "No notebook of the assignment was submitted "
-               f"(expected {', '.join(n + '.ipynb' for n in names)}); it scores zero.")
-    return True
+               f"(expected {', '.join(n + '.ipynb' for n in notebooks)}); it scores zero.")
 
 
 def _scores(coursedir, assignment, students, records) -> list[SubmissionResult]:
@@ -317,7 +320,7 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
                            "course directory (the one holding source/ and submitted/)")
     cfg = load_course_config(course_dir)
     coursedir = _coursedir(cfg, course_dir, assignment_id=assignment)
-    _check_gradebook(coursedir, assignment, course_dir)
+    notebooks = _check_gradebook(coursedir, assignment, course_dir)
     found = find_submissions(coursedir, assignment)
     if students is not None:
         wanted = list(dict.fromkeys(students))
@@ -342,7 +345,8 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grade") as pool, \
                 tqdm(total=len(found), desc=f"grading {assignment}", unit="submission",
                      disable=not progress, dynamic_ncols=True) as bar:
-            futures = {pool.submit(_grade_one, s, assignment, course_dir, cfg, box, lock): s
+            futures = {pool.submit(_grade_one, s, assignment, course_dir, cfg, box, lock,
+                                   notebooks): s
                        for s in found}
             try:
                 for fut in as_completed(futures):
@@ -359,7 +363,8 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
         box.close()
     results = _scores(coursedir, assignment, found, records)
     run = GradeRun(assignment=assignment, course_dir=course_dir, results=results,
-                   seconds=0.0, sandboxed=sandbox, workers=workers)
+                   seconds=0.0, sandboxed=sandbox, workers=workers,
+                   sandbox_cpu_seconds=sum(r.sandbox_cpu_seconds for r in records.values()))
     if feedback:
         run.feedback = generate_feedback(course_dir, assignment, found, workers=workers,
                                          progress=progress)
@@ -376,14 +381,16 @@ def _sqlite_path(db_url: str) -> str | None:
     return None
 
 
-def _check_gradebook(coursedir: CourseDirectory, assignment: str, course_dir: Path) -> None:
+def _check_gradebook(coursedir: CourseDirectory, assignment: str, course_dir: Path
+                     ) -> list[str]:
+    """The assignment's notebook names, after checking that the gradebook has it."""
     db = _sqlite_path(coursedir.db_url)
     if db is not None and not os.path.exists(db):
         raise GradingError(f"no gradebook at {db}: run 'nbgrader generate_assignment "
                            f"{assignment}' in {course_dir} first")
     with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
         try:
-            gb.find_assignment(assignment)
+            return [nb.name for nb in gb.find_assignment(assignment).notebooks]
         except MissingEntry:
             known = sorted(a.name for a in gb.assignments)
             raise GradingError(f"assignment '{assignment}' is not in the gradebook "

@@ -249,18 +249,6 @@ class Sandbox:
         """Start one sandbox before grading: bubblewrap works, and the sandbox user can
         run this Python and import the kernel machinery (it may not be able to read
         an environment kept in a private home directory)."""
-        argv, fds, cleanup = self._bwrap_argv(None, ["/bin/true"])
-        try:
-            res = subprocess.run(argv, pass_fds=fds, capture_output=True, text=True,
-                                 timeout=60)
-        finally:
-            cleanup()
-        if res.returncode != 0:
-            raise SandboxUnavailable(
-                f"bubblewrap ({self.bwrap}) could not start a sandbox: "
-                f"{res.stderr.strip() or 'exit status %d' % res.returncode}. It needs "
-                "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
-                "user.max_user_namespaces > 0). Pass --no-sandbox only for trusted code.")
         argv, fds, cleanup = self._bwrap_argv(
             None, [self.python, "-I", RUNNER_PATH, "--sandboxed", "--self-test"])
         try:
@@ -268,13 +256,20 @@ class Sandbox:
                                  timeout=120)
         finally:
             cleanup()
-        if res.returncode != 0 or "ok" not in res.stdout:
+        if res.returncode == 0 and res.stdout.strip().endswith("ok"):
+            return
+        err = res.stderr.strip()
+        if err.startswith("bwrap:") or not err:
             raise SandboxUnavailable(
-                f"the sandbox user (uid {SANDBOX_UID}) cannot run {self.python} with the "
-                f"course's packages: {(res.stderr.strip().splitlines() or ['?'])[-1]}. "
-                "Make the Python installation and the virtual environment readable by "
-                "all users (e.g. keep them outside a private home directory), or pass "
-                "--no-sandbox for trusted code.")
+                f"bubblewrap ({self.bwrap}) could not start a sandbox: "
+                f"{err or 'exit status %d' % res.returncode}. It needs unprivileged user "
+                "namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+                "user.max_user_namespaces > 0). Pass --no-sandbox only for trusted code.")
+        raise SandboxUnavailable(
+            f"the sandbox user (uid {SANDBOX_UID}) cannot run {self.python} with the "
+            f"course's packages: {err.splitlines()[-1]}. Make the Python installation and "
+            "the virtual environment readable by all users (e.g. keep them outside a "
+            "private home directory), or pass --no-sandbox for trusted code.")
 
     def _supports(self, option: str) -> bool:
         """Whether this bubblewrap knows ``option`` (``--disable-userns`` is 0.8+)."""

@@ -200,6 +200,15 @@ def _scores(course_dir: Path, assignment: str) -> dict[str, float]:
         return {s.student.id: float(s.score) for s in gb.assignment_submissions(assignment)}
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children."""
+    import resource
+
+    me, kids = (resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="course bench grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=40, help="submissions (default 40)")
@@ -235,22 +244,30 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.copies):
                 add_submission(d, assignment, f"student{i:03d}")
             dirs[side] = d
+        n = args.copies
+        cpu0 = _cpu()
         serial = _nbgrader_autograde(dirs["nbgrader"], assignment)
-        print(f"nbgrader autograde (serial):           {serial:8.1f} s  "
-              f"({serial / args.copies:.2f} s per submission)", flush=True)
+        cpu_serial = _cpu() - cpu0
+        print(f"nbgrader autograde (serial):          {serial:7.1f} s  "
+              f"({serial / n:.2f} s and {cpu_serial / n:.2f} CPU-s per submission)",
+              flush=True)
         try:
+            cpu0 = _cpu()
             t0 = time.perf_counter()
             run = grade_assignment(assignment, dirs["course"], workers=args.workers,
                                    sandbox=not args.no_sandbox,
                                    limits=Limits(wall_seconds=args.timeout),
                                    feedback=False, csv_path=False, progress=False)
             parallel = time.perf_counter() - t0
+            # Processes inside a sandbox are reaped there, out of our rusage: the
+            # runner reports their CPU time.
+            cpu_parallel = _cpu() - cpu0 + (run.sandbox_cpu_seconds if run.sandboxed else 0)
         except SandboxUnavailable as exc:
             print(f"error: {exc}")
             return 2
         kind = "no sandbox" if args.no_sandbox else "sandboxed"
-        print(f"course grade ({args.workers} workers, {kind}):   {parallel:8.1f} s  "
-              f"({parallel / args.copies:.2f} s per submission)")
+        print(f"course grade ({args.workers} workers, {kind}):  {parallel:7.1f} s  "
+              f"({parallel / n:.2f} s and {cpu_parallel / n:.2f} CPU-s per submission)")
         ratio = serial / parallel
         print(f"speed-up: {ratio:.2f}x (goal >= 1.7x with 2 workers)")
         a, b = _scores(dirs["nbgrader"], assignment), _scores(dirs["course"], assignment)
