@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nbconvert.writers import FilesWriter
@@ -337,6 +337,9 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
 
+    limits = limits or Limits()
+    if limits.threads is None:
+        limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
     box = Sandbox(limits, enabled=sandbox, ro_binds=ro_binds, env=env)
     lock = threading.Lock()
     records: dict[str, SubmissionLog] = {}

@@ -100,7 +100,8 @@ class Limits:
     counts every process and thread of the sandbox (a fork bomb stops there).
     ``cell_timeout=None`` takes nbgrader's ``Execute.timeout`` (30 s unless
     configured).  ``threads`` sets OMP/OpenBLAS/MKL/TF thread counts, so that
-    ``workers`` sandboxes share the cores instead of oversubscribing them.
+    ``workers`` sandboxes share the cores instead of oversubscribing them (``None``:
+    :func:`~course_utils.autograde.grade_assignment` uses cores // workers).
     """
 
     wall_seconds: float = 300.0
@@ -113,13 +114,13 @@ class Limits:
     open_files: int = 1024
     tmpfs_size: int = 1 * GiB
     max_output_bytes: int = 5 * MiB
-    threads: int = 1
+    threads: int | None = None
 
     def __post_init__(self):
         for name in ("wall_seconds", "memory", "processes", "file_size", "open_files",
                      "tmpfs_size", "threads"):
             value = getattr(self, name)
-            if value is None or value <= 0:
+            if (value is None and name != "threads") or (value is not None and value <= 0):
                 raise ValueError(f"Limits.{name} must be positive, got {value!r}")
 
     def kernel_rlimits(self) -> dict[str, int]:
@@ -362,7 +363,7 @@ class Sandbox:
         return argv, tuple(fds), cleanup
 
     def _env(self, home: str) -> dict[str, str]:
-        threads = str(self.limits.threads)
+        threads = str(self.limits.threads or 1)
         env = {
             "PATH": f"{Path(self.python).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": home, "USER": "student", "LOGNAME": "student",
