@@ -37,14 +37,15 @@ data: venv system-deps
 	$(BIN)/course data fashion_mnist
 
 course: data
-	$(BIN)/course run --profile $(PROFILE) --out $(OUT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/course run --profile $(PROFILE) --out $(OUT)
 	@if [ "$(PROFILE)" = embedded ]; then \
 	  echo "Checking the results the course claims (tests/test_embedded_results.py)"; \
 	  COURSE_RESULTS_DIR=$(OUT) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_embedded_results.py; fi
 	@echo "Done: open $(OUT)/index.html"
 
+# nbgrader runs helper commands (alembic) from the venv, so its bin/ goes first on PATH.
 test: data
-	$(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 lab: venv
 	$(BIN)/python -m ipykernel install --user --name transfer-course --display-name "Transfer course (.venv)"

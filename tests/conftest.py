@@ -9,6 +9,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+# Importing TensorFlow before torch has loaded Triton makes a later torch optimizer crash the
+# whole process (course_utils.keras guards its own import the same way).
+try:
+    import triton  # noqa: F401
+except ImportError:
+    pass
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
