@@ -210,7 +210,10 @@ def _cpu() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="course bench grade", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="course bench grade",
+        description="Sandboxed parallel grading (course grade) vs nbgrader's serial "
+        "autograde on COPIES copies of a solution: both times, their ratio, identical scores.")
     parser.add_argument("--copies", type=int, default=40, help="submissions (default 40)")
     parser.add_argument("--workers", type=int, default=2, help="parallel sandboxes (default 2)")
     parser.add_argument("--course-dir", type=Path, default=None,
