@@ -1,142 +1,213 @@
-"""The course's Fashion-MNIST transfer experiment, in Keras.
+"""The course's scratch-versus-pretrained experiment, in Keras.
 
-Source task: Fashion-MNIST classes 0-4 (T-shirt, trouser, pullover, dress, coat). Target
-task: classes 5-9 (sandal, shirt, sneaker, bag, ankle boot) with only a few labelled
-images per class. The small CNN is pretrained on the source task once; then, for every
-seed, a fine-tuned copy (pretrained body, new 5-class head, all layers trained) and a
-scratch copy (random initialisation) are trained on the same few target images for the
-same number of epochs with the same optimizer (Adam, lr 3e-4, batch 10), and both are
-scored on the target test set. With this small training budget fine-tuning wins clearly
-(about 0.82 vs 0.75 mean accuracy over seeds 0-2 with the defaults); given many more
-epochs, scratch catches up on this easy target task, which is worth showing students too.
+:func:`course_utils.experiments.scratch_vs_pretrained` is framework-agnostic: it takes a
+model factory, a function that loads pretrained weights, and a trainer. This module gives
+the Keras versions of the three, so the Fashion-MNIST transfer experiment (pretrain
+``small_cnn`` on classes 0-4, then fine-tune vs train from scratch on a few images per class
+of classes 5-9) runs with the same protocol and returns the same table in both frameworks,
+ready for ``paired_gain`` and ``plot_scratch_vs_pretrained``:
+
+* :func:`keras_model_factory` — ``make(seed)``: seed, then ``create_model``;
+* :func:`pretrain_source` — train on the source classes, cached on disk like the PyTorch
+  pretraining (``$COURSE_DATA/pretrained/keras-<model>-<hash>.weights.h5``);
+* :func:`load_pretrained_keras` — copy the pretrained layers, keep the fresh head;
+* :func:`keras_trainer` — train with :func:`course_utils.keras.fit` and score on the test split;
+* :func:`finetune_vs_scratch` — all of it in one call.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass, field
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from course_utils.keras.models import FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_model
+from course_utils.keras._backend import keras, save_weights
+from course_utils.keras.models import create_model, get_spec, layer_groups
 from course_utils.keras.pipeline import TFLoader
-from course_utils.keras.training import compile_model, evaluate, fit, seed_everything
-from course_utils.keras.transfer import copy_weights
+from course_utils.keras.training import evaluate, fit, seed_everything
 
-__all__ = ["TransferResult", "pretrain_source", "fashion_transfer_experiment"]
+__all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "keras_model_factory", "load_pretrained_keras",
+           "keras_trainer", "pretrain_source", "finetune_vs_scratch"]
 
 log = logging.getLogger(__name__)
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
+_PRETRAIN_RECIPE = 1  # bump when the pretraining changes, so old cached weights are not reused
 
 
-@dataclass
-class TransferResult:
-    """Target-test accuracies per seed, fine-tuned and from scratch."""
-
-    seeds: tuple[int, ...]
-    finetuned: list[float] = field(default_factory=list)
-    scratch: list[float] = field(default_factory=list)
-    source_acc: float = float("nan")
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def finetuned_mean(self) -> float:
-        return float(np.mean(self.finetuned))
-
-    @property
-    def scratch_mean(self) -> float:
-        return float(np.mean(self.scratch))
-
-    def to_dict(self) -> dict:
-        return {"seeds": list(self.seeds), "finetuned": self.finetuned, "scratch": self.scratch,
-                "finetuned_mean": self.finetuned_mean, "scratch_mean": self.scratch_mean,
-                "source_acc": self.source_acc, "framework": "keras", **self.settings}
+def keras_model_factory(name: str = "small_cnn", num_classes: int = 5, **create_kwargs):
+    """``make(seed)``: seed Python/NumPy/TensorFlow, then ``create_model(name, ...)``."""
+    def make(seed: int):
+        seed_everything(seed)
+        return create_model(name, num_classes=num_classes, **create_kwargs)
+    make.__name__ = f"create_keras_{name}"
+    return make
 
 
-def _loader(x, y, batch_size, *, shuffle=False, seed=0):
-    return TFLoader(x, y, batch_size, shuffle=shuffle, seed=seed,
-                    mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
+def _state_of(model) -> "OrderedDict[str, list[np.ndarray]]":
+    return OrderedDict((layer.name, [np.array(w) for w in layer.get_weights()])
+                       for layer in model.layers if layer.weights)
 
 
-def _test_subset(x, y, n):
-    """A fixed random subset of ``n`` test images (all of them with ``n=None``)."""
-    if n is None or n >= len(y):
-        return x, y
-    idx = np.sort(np.random.default_rng(0).permutation(len(y))[:n])
-    return x[idx], y[idx]
+def load_pretrained_keras(model, state, *, head: str | None = None):
+    """Initialise ``model`` from a pretrained ``state`` (``{layer name: arrays}``, as
+    :func:`pretrain_source` returns, or a Keras model): every layer of the same name and
+    shapes, except the classifier (``head``, default the spec's), which keeps its fresh
+    initialisation — the source task's classes mean nothing for the target. Returns the model."""
+    if isinstance(state, keras.Model):
+        state = _state_of(state)
+    head = head or getattr(getattr(model, "course_spec", None), "head", "classifier")
+    loaded = []
+    for layer in model.layers:
+        if not layer.weights or layer.name == head or layer.name not in state:
+            continue
+        arrays = state[layer.name]
+        if [a.shape for a in arrays] != [tuple(w.shape) for w in layer.weights]:
+            raise ValueError(f"load_pretrained_keras: layer {layer.name!r} has shapes "
+                             f"{[tuple(w.shape) for w in layer.weights]}, the pretrained state "
+                             f"{[a.shape for a in arrays]}; was it saved from the same architecture?")
+        layer.set_weights(arrays)
+        loaded.append(layer.name)
+    if not loaded:
+        raise ValueError("load_pretrained_keras: the pretrained state matched none of the model's "
+                         "layers; was it saved from the same architecture?")
+    return model
 
 
-def pretrain_source(data, *, n_train: int = 3000, epochs: int = 2, lr: float = 1e-3,
-                    batch_size: int = 64, seed: int = 0, n_test: int | None = 2000,
-                    progress: bool = False):
-    """Train ``small_cnn`` on the source classes (``n_train`` images, stratified); returns
-    (model, accuracy on ``n_test`` images of the source test set)."""
-    src = data.select_classes(SOURCE_CLASSES)
-    if n_train < len(src.y_train):
-        src = src.per_class(n_train // len(SOURCE_CLASSES), seed=seed)
-    seed_everything(seed)
-    model = create_model("small_cnn", num_classes=len(SOURCE_CLASSES))
-    fit(model, _loader(src.x_train, src.y_train, batch_size, shuffle=True, seed=seed),
-        epochs=epochs, lr=lr, seed=seed, progress=progress)
-    x_test, y_test = _test_subset(src.x_test, src.y_test, n_test)
-    acc = evaluate(model, _loader(x_test, y_test, 512))["acc"]
-    log.info("source task (classes 0-4, %d images, %d epochs): test accuracy %.3f",
-             len(src.y_train), epochs, acc)
-    return model, acc
+def _common(model, data, size):
+    spec = get_spec(model)
+    rgb = data.x_train.ndim == 3 and spec.input_shape[-1] == 3
+    return dict(size=size, rgb=rgb, mean=spec.mean, std=spec.std)
 
 
-def fashion_transfer_experiment(data=None, *, shots: int = 10, seeds=(0, 1, 2),
-                                pretrain_n: int = 3000, pretrain_epochs: int = 2,
-                                epochs: int = 15, lr: float = 3e-4, batch_size: int = 10,
-                                n_test: int | None = 2000, pretrained=None,
-                                progress: bool = False) -> TransferResult:
-    """Pretrain on classes 0-4, then fine-tune vs scratch on ``shots`` images per class of
-    classes 5-9, for each seed; accuracies on ``n_test`` target test images (None: all).
+def keras_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
+                  batch_size: int = 16, optimizer: str = "adam", freeze_upto: str | None = None,
+                  size: int | None = None, eval_batch_size: int = 500,
+                  test_indices: np.ndarray | None = None, progress: bool = False) -> dict:
+    """The Keras twin of ``course_utils.experiments.torch_trainer``: train ``model`` on
+    ``data.x_train`` with :func:`course_utils.keras.fit` for a fixed number of epochs and
+    score it on ``data.x_test`` (or its ``test_indices``). ``freeze_upto`` freezes the layer
+    groups up to and including that one (``"head"``: only the classifier trains). Returns
+    ``test_acc``, ``test_loss``, ``train_acc``, ``train_loss`` (last epoch)."""
+    if freeze_upto is not None:
+        groups = layer_groups(model)
+        if freeze_upto not in groups:
+            raise ValueError(f"freeze_upto={freeze_upto!r}: groups of {model.name} are {list(groups)}")
+        for group, names in groups.items():
+            for name in names:
+                model.get_layer(name).trainable = False
+            if group == freeze_upto:
+                break
+    common = _common(model, data, size)
+    train = TFLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=seed, **common)
+    x_test, y_test = data.x_test, data.y_test
+    if test_indices is not None:
+        x_test, y_test = x_test[test_indices], y_test[test_indices]
+    hist = fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer, seed=seed,
+               progress=progress)
+    scores = evaluate(model, TFLoader(x_test, y_test, eval_batch_size, **common))
+    return {"test_acc": scores["acc"], "test_loss": scores["loss"],
+            "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
 
-    ``data``: the Fashion-MNIST ``ImageData`` (default: ``course_utils.data.load``);
-    ``pretrained``: a source model to reuse (skips pretraining)."""
+
+def _pretrain_path(key: Mapping, cache_dir) -> Path:
+    if cache_dir is None:
+        from course_utils.download import data_home
+
+        cache_dir = data_home("pretrained")
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"keras-{key['model']}-{digest}.weights.h5"
+
+
+def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
+                    per_class: int | None = None, batch_size: int = 128, lr: float = 1e-3,
+                    source_classes: Sequence[int] = SOURCE_CLASSES, cache_dir=None,
+                    return_meta: bool = False, progress: bool = False):
+    """Pretrain ``model_name`` in Keras on the source classes and return its weights as
+    ``{layer name: arrays}``, cached on disk: the Keras twin of
+    ``course_utils.experiments.pretrain_source`` (same arguments). ``return_meta=True``
+    also returns the source test accuracy and timing."""
+    from course_utils.experiments import _fingerprint
+
     if data is None:
         from course_utils.data import load
 
         data = load("fashion_mnist")
-    source_acc = float("nan")
-    if pretrained is None:
-        pretrained, source_acc = pretrain_source(data, n_train=pretrain_n, epochs=pretrain_epochs,
-                                                 seed=0, n_test=n_test, progress=progress)
-    tgt = data.select_classes(TARGET_CLASSES)
-    x_test, y_test = _test_subset(tgt.x_test, tgt.y_test, n_test)
-    test = _loader(x_test, y_test, 512)
-    result = TransferResult(tuple(seeds), source_acc=source_acc, settings={
-        "shots": shots, "pretrain_n": pretrain_n, "pretrain_epochs": pretrain_epochs,
-        "epochs": epochs, "lr": lr, "batch_size": batch_size, "n_test": len(y_test)})
-    # One compiled worker model for all runs: each run loads its starting weights (pretrained
-    # body + fresh head, or a fresh random model for that seed) and a zeroed optimizer, so
-    # TensorFlow traces the training step once instead of once per run.
-    worker = create_model("small_cnn", num_classes=len(TARGET_CLASSES))
-    compile_model(worker, lr=lr)
-    for seed in seeds:
-        few = tgt.per_class(shots, seed=seed)
-        for kind in ("finetuned", "scratch"):
-            seed_everything(seed)
-            start = create_model("small_cnn", num_classes=len(TARGET_CLASSES))
-            if kind == "finetuned":
-                copy_weights(pretrained, start, exclude=("classifier",))
-            worker.set_weights(start.get_weights())
-            _reset_optimizer(worker)
-            fit(worker, _loader(few.x_train, few.y_train, batch_size, shuffle=True, seed=seed),
-                epochs=epochs, seed=seed, progress=progress)
-            acc = evaluate(worker, test)["acc"]
-            getattr(result, kind).append(acc)
-            log.info("seed %d %s: target test accuracy %.3f", seed, kind, acc)
-    return result
+    source = data.select_classes(list(source_classes))
+    if per_class is not None:
+        source = source.per_class(per_class, seed)
+    key = {"recipe": _PRETRAIN_RECIPE, "framework": "keras", "model": model_name,
+           "data": data.name, "classes": list(source.classes), "fingerprint": _fingerprint(source),
+           "epochs": epochs, "seed": seed, "per_class": per_class, "batch_size": batch_size, "lr": lr}
+    path = _pretrain_path(key, cache_dir)
+    model = keras_model_factory(model_name, source.num_classes)(seed)
+    meta_path = path.with_suffix("").with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        try:
+            model.load_weights(path)
+            meta = json.loads(meta_path.read_text())
+            log.info("pretrained Keras %s loaded from cache %s", model_name, path)
+            return (_state_of(model), meta) if return_meta else _state_of(model)
+        except Exception as exc:  # a damaged cache is rebuilt, not fatal
+            log.warning("cached weights %s unreadable (%s); pretraining again", path, exc)
+            model = keras_model_factory(model_name, source.num_classes)(seed)
+
+    t0 = time.perf_counter()
+    common = _common(model, source, None)
+    hist = fit(model, TFLoader(source.x_train, source.y_train, batch_size, shuffle=True,
+                               seed=seed, **common),
+               epochs=epochs, lr=lr, seed=seed, progress=progress)
+    scores = evaluate(model, TFLoader(source.x_test, source.y_test, 500, **common))
+    meta = dict(key, source_test_acc=scores["acc"], source_test_loss=scores["loss"],
+                train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
+                n_train=len(source.y_train))
+    log.info("pretrained Keras %s on %d source images in %.1fs: source test accuracy %.3f",
+             model_name, len(source.y_train), meta["seconds"], meta["source_test_acc"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".weights.h5")
+    os.close(fd)
+    try:  # weights first, then the meta file that marks the entry complete
+        save_weights(model, tmp)
+        os.replace(tmp, path)
+        meta_path.write_text(json.dumps(meta, indent=1, default=str))
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return (_state_of(model), meta) if return_meta else _state_of(model)
 
 
-def _reset_optimizer(model) -> None:
-    """Zero the optimizer's step counter and moment estimates (keep its learning rate)."""
-    opt = model.optimizer
-    if not opt.built:
-        return
-    for v in opt.variables:
-        if "learning_rate" not in v.path:
-            v.assign(np.zeros(v.shape, dtype=v.dtype))
+def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequence[int] = (10,),
+                        seeds: Sequence[int] = (0, 1, 2), *, pretrain_epochs: int = 2,
+                        pretrain_per_class: int | None = None, pretrain_seed: int = 0,
+                        pretrain_batch_size: int = 128, pretrain_lr: float = 1e-3,
+                        source_classes: Sequence[int] = SOURCE_CLASSES,
+                        target_classes: Sequence[int] = TARGET_CLASSES, cache_dir=None,
+                        finetune_kwargs: Mapping[str, Any] | None = None, progress: bool = True,
+                        **train_kwargs):
+    """The course's standard transfer experiment in Keras, one call: pretrain on the source
+    classes (cached), then fine-tune vs scratch on ``sizes`` images per class of the target
+    classes. Returns the table of ``course_utils.experiments.scratch_vs_pretrained``
+    (columns ``init, size, seed, n_train, test_acc, ...``); ``train_kwargs`` go to
+    :func:`keras_trainer` (e.g. ``epochs``, ``lr``, ``batch_size``, ``test_indices``)."""
+    from course_utils.experiments import scratch_vs_pretrained, source_target_split
+
+    if data is None:
+        from course_utils.data import load
+
+        data = load("fashion_mnist")
+    _, target = source_target_split(data, source_classes, target_classes)
+    state = pretrain_source(model_name, data, epochs=pretrain_epochs, seed=pretrain_seed,
+                            per_class=pretrain_per_class, batch_size=pretrain_batch_size,
+                            lr=pretrain_lr, source_classes=source_classes, cache_dir=cache_dir,
+                            progress=progress)
+    return scratch_vs_pretrained(keras_model_factory(model_name, target.num_classes), state, target,
+                                 sizes, seeds, trainer=keras_trainer,
+                                 load_state=load_pretrained_keras, finetune_kwargs=finetune_kwargs,
+                                 progress=progress, **train_kwargs)
