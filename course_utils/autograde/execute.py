@@ -279,7 +279,9 @@ class SandboxExecute(Execute):
                 "interrupt_on_timeout": bool(self.interrupt_on_timeout),
                 "raise_on_iopub_timeout": bool(self.raise_on_iopub_timeout),
                 "error_on_timeout": self.error_on_timeout,
-                "extra_arguments": list(self.extra_arguments),
+                # nbgrader's documented default for Python kernels: no history file.
+                "extra_arguments": list(self.extra_arguments)
+                or ["--HistoryManager.hist_file=:memory:"],
             },
         }
         path = resources.get("metadata", {}).get("path")
@@ -311,16 +313,14 @@ class TrackingOverwriteCells(OverwriteCells):
     every honest submission differs from the gradebook's copy by its hidden tests.
     """
 
+    _sources: dict = {}  # grade_id -> the gradebook's SourceCell, per notebook
+    _max_scores: dict = {}  # grade_id -> points of the graded cell
+
     def preprocess_cell(self, cell, resources, cell_index):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id is not None:
-            try:
-                source_cell = self.gradebook.find_source_cell(
-                    grade_id, self.notebook_id, self.assignment_id)
-            except MissingEntry:
-                source_cell = None
-            if source_cell is not None:
-                self._check(cell, source_cell, grade_id)
+        source_cell = self._sources.get(grade_id) if grade_id is not None else None
+        if source_cell is not None:
+            self._check(cell, source_cell, grade_id)
         return super().preprocess_cell(cell, resources, cell_index)
 
     def _check(self, cell, source_cell, grade_id) -> None:
@@ -336,15 +336,16 @@ class TrackingOverwriteCells(OverwriteCells):
             _note_tamper(f"The submission edited the read-only cell '{grade_id}'; it was "
                          "restored from the instructor's version before grading.")
         points = cell.metadata.get("nbgrader", {}).get("points")
-        if cell.metadata.get("nbgrader", {}).get("grade") and points is not None:
+        max_score = self._max_scores.get(grade_id)
+        if cell.metadata.get("nbgrader", {}).get("grade") and points is not None \
+                and max_score is not None:
             try:
-                max_score = self.gradebook.find_graded_cell(
-                    grade_id, self.notebook_id, self.assignment_id).max_score
-                if float(points) != float(max_score):
-                    _note_tamper(f"The submission changed the points of '{grade_id}' from "
-                                 f"{max_score:g} to {points}; the original points were used.")
-            except (MissingEntry, TypeError, ValueError):
-                pass
+                changed = float(points) != float(max_score)
+            except (TypeError, ValueError):
+                changed = True
+            if changed:
+                _note_tamper(f"The submission changed the points of '{grade_id}' from "
+                             f"{max_score:g} to {points}; the original points were used.")
 
     def preprocess(self, nb, resources):
         """OverwriteCells.preprocess (restore cells, add back missing ones), plus a
@@ -359,12 +360,15 @@ class TrackingOverwriteCells(OverwriteCells):
         present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
         self.gradebook = Gradebook(self.db_url)
         with self.gradebook:
+            # The instructor's cells, fetched once for the checks in preprocess_cell.
+            expected = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+            self._sources = {c.name: c for c in expected.source_cells}
+            self._max_scores = {c.name: c.max_score for c in expected.grade_cells}
+            names = [c.name for c in expected.grade_cells]
             nb, resources = NbGraderPreprocessor.preprocess(self, nb, resources)
             if self.add_missing_cells:
                 nb, resources = self.add_missing_grade_cells(nb, resources)
                 nb, resources = self.add_missing_task_cells(nb, resources)
-            expected = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
-            names = [c.name for c in expected.grade_cells]
         for name in names:
             if name not in present:
                 action = ("it was added back and graded" if self.add_missing_cells
