@@ -1,7 +1,7 @@
 """Sandboxed parallel grading of hostile submissions (course_utils.autograde).
 
-One module-scoped run grades eleven submissions of the fixture assignment (2
-workers, short limits): an honest solution, a blank notebook and nine attacks.  Each
+One module-scoped run grades twelve submissions of the fixture assignment (2
+workers, short limits): an honest solution, a blank notebook and ten attacks.  Each
 test checks one of them: the attack was contained, the score is right, the status
 says what happened -- and the honest submissions in the same run got their scores.
 
@@ -136,6 +136,15 @@ def graded(tmp_path_factory):
         "interfaces": "[n for _, n in socket.if_nameindex()]",
     })
 
+    linker = _probe_code({
+        "gradebook_link": "open('grades.db', 'rb').read(16)",
+        "source_link": "open('solution.ipynb').read()",
+        "dir_link": "os.listdir('src_dir')",
+        "fifo": "open('pipe').read()",
+        "marker_in_workdir": f"any('{MARKER}' in open(os.path.join(d, f), errors='ignore')"
+                             ".read() for d, _, fs in os.walk('.') for f in fs)",
+    })
+
     def tamper(nb):
         # Replace the visible test of add() by nothing, delete the test of
         # mean_of_squares() and claim 100 points.
@@ -180,6 +189,15 @@ def graded(tmp_path_factory):
     add_submission(course, "ag1", "tamper", answers={
         "add_answer": "def add(a, b):\n    return a - b\n", "mos_answer": MOS},
         edit=tamper, **release)
+
+    links = add_submission(course, "ag1", "linker", answers={
+        "add_answer": ADD, "mos_answer": MOS + linker}, **release)
+    # nbgrader copies submitted files on the host following links (the gradebook and
+    # the solutions would come along), and would block for ever reading a FIFO.
+    os.symlink(course / "gradebook.db", links / "grades.db")
+    os.symlink(course / "source" / "ag1" / "ag1.ipynb", links / "solution.ipynb")
+    os.symlink(course / "source", links / "src_dir")
+    os.mkfifo(links / "pipe")
 
     protected = {p: _sha(p) for p in (course / "source/ag1/ag1.ipynb",
                                       course / "submitted/good/ag1/ag1.ipynb")}
@@ -227,7 +245,7 @@ def test_honest_submissions_graded_normally(graded):
     assert (res["good"].score, res["good"].max_score, res["good"].status) == (3, 3, "ok")
     assert (res["blank"].score, res["blank"].status) == (0, "ok")
     assert res["good"].notes == [] and res["blank"].notes == []
-    assert len(graded["run"].results) == 11
+    assert len(graded["run"].results) == 12
 
 
 def test_infinite_loop_ignoring_interrupts(graded):
@@ -315,6 +333,17 @@ def test_no_network(graded):
     assert graded["results"]["network"].score == 3
 
 
+def test_links_and_fifos_in_submission_left_out(graded):
+    probes = _probes(graded["course"], "linker")
+    assert probes.pop("marker_in_workdir") == "GOT False"
+    assert set(probes) == {"gradebook_link", "source_link", "dir_link", "fifo"}
+    assert all(v.startswith("BLOCKED") for v in probes.values()), probes
+    r = graded["results"]["linker"]
+    assert (r.score, r.status) == (3, "tampered")
+    assert any("grades.db" in n and "pipe" in n for n in r.notes)
+    assert not (graded["course"] / "autograded" / "linker" / "ag1" / "grades.db").exists()
+
+
 def test_tampered_tests_restored(graded):
     r = graded["results"]["tamper"]
     # add() is wrong and its restored test fails; the deleted test_mos is put back
@@ -337,7 +366,7 @@ def test_gradebook_intact(graded):
     finally:
         con.close()
     assert MARKER in sources["test_add"] and MARKER in sources["test_mos"]
-    assert (n_subs, n_grades) == (11, 22)
+    assert (n_subs, n_grades) == (12, 24)
 
 
 def test_feedback_and_csv(graded):
@@ -349,7 +378,7 @@ def test_feedback_and_csv(graded):
     assert "Notes from the autograder" not in good
     with open(course / "ag1_grades.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 11
+    assert len(rows) == 12
     by_student = {r["student"]: r for r in rows}
     assert [by_student["good"][k] for k in ("score", "max_score", "status")] == ["3", "3", "ok"]
     assert by_student["exit"]["status"] == "kernel-died" and "exit status 0" in by_student["exit"]["notes"]

@@ -19,6 +19,8 @@ import logging
 import os
 import re
 import shutil
+import stat
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -203,8 +205,51 @@ def _student_logger(student: str, record: SubmissionLog) -> logging.Logger:
     return lg
 
 
+def _unsafe_entries(path: str) -> list[str]:
+    """Symbolic links and special files (FIFOs, sockets, devices) under ``path``.
+
+    nbgrader copies a submission's files on the host, as the instructor, with
+    ``shutil.copy``, which follows links: a link to the gradebook would bring it into
+    the sandbox; and a FIFO would block the copy for ever.
+    """
+    found = []
+    if os.path.islink(path):
+        return [os.path.basename(path)]
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                found.append(os.path.relpath(full, path))
+    return sorted(found)
+
+
+def _stage_submission(coursedir, assignment, student, staging: Path, record) -> bool:
+    """Grade a copy of the submission without its links and special files: point
+    ``coursedir.submitted_directory`` at ``staging``, which gets that copy.
+    False when the submission folder itself is a link (not graded)."""
+    src = coursedir.format_path(coursedir.submitted_directory, student, assignment)
+    bad = _unsafe_entries(src)
+    if not bad:
+        return True
+    if os.path.islink(src):
+        record.add("error", f"The submission folder {src} is a symbolic link; it was not "
+                   "graded. Copy the submission there instead.")
+        return False
+    coursedir.submitted_directory = str(staging)
+    dst = coursedir.format_path(coursedir.submitted_directory, student, assignment)
+    skip = set(bad)
+    shutil.copytree(src, dst, symlinks=True, ignore=lambda d, names: [
+        n for n in names if os.path.relpath(os.path.join(d, n), src) in skip])
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    record.add("tampered", f"The submission contained symbolic links or special files "
+               f"({shown}); they were left out before grading.")
+    return True
+
+
 def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
-               sandbox: Sandbox, lock: threading.Lock, notebooks: list[str]) -> SubmissionLog:
+               sandbox: Sandbox, lock: threading.Lock, notebooks: list[str],
+               staging: Path) -> SubmissionLog:
     record = SubmissionLog(student=student)
     set_context(GradingContext(sandbox=sandbox, lock=lock, record=record))
     start = time.monotonic()
@@ -212,6 +257,8 @@ def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
         with lock:
             coursedir = _coursedir(cfg, course_dir, assignment_id=assignment,
                                    student_id=student)
+            if not _stage_submission(coursedir, assignment, student, staging, record):
+                return record
             submitted = coursedir.format_path(coursedir.submitted_directory, student,
                                               assignment)
             if not any(os.path.exists(os.path.join(submitted, f"{n}.ipynb"))
@@ -343,13 +390,14 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
     box = Sandbox(limits, enabled=sandbox, ro_binds=ro_binds, env=env)
     lock = threading.Lock()
     records: dict[str, SubmissionLog] = {}
+    staging = Path(tempfile.mkdtemp(prefix="course-grade-staging-"))
     try:
         box.check_hidden(course_dir, _sqlite_path(coursedir.db_url) or course_dir)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grade") as pool, \
                 tqdm(total=len(found), desc=f"grading {assignment}", unit="submission",
                      disable=not progress, dynamic_ncols=True) as bar:
             futures = {pool.submit(_grade_one, s, assignment, course_dir, cfg, box, lock,
-                                   notebooks): s
+                                   notebooks, staging): s
                        for s in found}
             try:
                 for fut in as_completed(futures):
@@ -364,6 +412,7 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
                 raise
     finally:
         box.close()
+        shutil.rmtree(staging, ignore_errors=True)
     results = _scores(coursedir, assignment, found, records)
     run = GradeRun(assignment=assignment, course_dir=course_dir, results=results,
                    seconds=0.0, sandboxed=sandbox, workers=workers,
