@@ -184,8 +184,11 @@ def graded(tmp_path_factory):
                    **release)
     add_submission(course, "ag1", "writer", answers={"add_answer": ADD,
                                                      "mos_answer": MOS + writer}, **release)
-    add_submission(course, "ag1", "network", answers={"add_answer": ADD,
-                                                      "mos_answer": MOS + network}, **release)
+    # The network prober also shows HTML with a script: the feedback must not run it.
+    xss = ("from IPython.display import HTML, display\n"
+           "display(HTML('<b>bold</b><script>alert(1234)</script><img src=x onerror=alert(5)>'))\n")
+    add_submission(course, "ag1", "network", answers={
+        "add_answer": ADD, "mos_answer": MOS + network + xss}, **release)
     add_submission(course, "ag1", "tamper", answers={
         "add_answer": "def add(a, b):\n    return a - b\n", "mos_answer": MOS},
         edit=tamper, **release)
@@ -376,6 +379,9 @@ def test_feedback_and_csv(graded):
     assert "Notes from the autograder" in html and "exit status 0" in html
     good = (course / "feedback" / "good" / "ag1" / "ag1.html").read_text()
     assert "Notes from the autograder" not in good
+    page = (course / "feedback" / "network" / "ag1" / "ag1.html").read_text()
+    assert "<b>bold</b>" in page
+    assert "<script>alert(1234)" not in page and "<img src=x onerror" not in page
     with open(course / "ag1_grades.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 12

@@ -33,6 +33,10 @@ def feedback_one(course_dir: str, assignment: str, student: str) -> tuple[str, s
             return student, f"no autograded notebooks in {autograded}"
         extra = Config()
         extra.HTMLExporter.template_name = "feedback"
+        if "sanitize_html" not in cfg.HTMLExporter:
+            # Outputs come from the student's kernel: no <script> in pages the
+            # instructor opens (nbgrader leaves this off).
+            extra.HTMLExporter.sanitize_html = True
         conv = GenerateFeedback(coursedir=cd, config=cfg)
         conv.update_config(extra)
         conv.force = True
