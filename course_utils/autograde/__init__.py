@@ -19,8 +19,9 @@ sandbox's private loopback.  Each finished cell comes back at once over a pipe, 
 crash or a kill loses nothing that had already run.
 
 *The sandbox* (:class:`~.sandbox.Sandbox`): new user, PID, network, IPC and UTS
-namespaces; uid 65534 with no capabilities (when the grader runs as root, 65534 is
-also the host uid, so nothing in the sandbox is root anywhere); read-only binds of
+namespaces, and no user namespaces below them; uid 65534 with no capabilities and
+no_new_privs (when the grader runs as root, 65534 is also the host uid, so nothing in
+the sandbox is root anywhere, and ``RLIMIT_NPROC`` applies); read-only binds of
 ``/usr``, the Python installation, the virtual environment and ``course_utils``;
 nothing of the course directory, the gradebook, other submissions or any home
 directory; the submission's files copied into a size-limited private tmpfs that is
@@ -41,17 +42,30 @@ output).  Edited or deleted locked cells are restored (``OverwriteCells``, with
 summary table, the CSV and a "Notes from the autograder" cell at the top of the
 graded notebook, which the feedback HTML shows.
 
+*Before and after the sandbox.*  nbgrader copies a submission's files on the host,
+following symbolic links (a link to the gradebook would bring it in) and blocking on
+a FIFO: a submission with links or special files is graded from a copy without them.
+The graded notebooks themselves never enter the sandbox's working directory (the
+sanitised copies hold the hidden tests; the notebook reaches the runner on stdin).
+Feedback pages are rendered with ``HTMLExporter.sanitize_html`` on, since their
+outputs come from the student's kernel.
+
 *Parallel and consistent.*  ``workers`` threads (default: the number of cores) each
 supervise one sandbox.  All gradebook and course-directory work happens under one
 lock, released only while a notebook executes, so SQLite sees a single writer and
 nothing is lost or corrupted; the sandboxes themselves run in parallel.  Feedback
 HTML is rendered afterwards in ``workers`` processes (read-only gradebook access).
+Ctrl-C kills the running sandboxes at once and removes half-graded folders.
 
 Limits of the model: a kernel can still cheat *its own* grade (the tests run in the
 student's kernel, as with nbgrader, and the hidden tests are visible to code running
 beside them); the sandbox protects the instructor's files, the gradebook, other
 students and the machine.  There is no seccomp filter; the kernel's memory limit is
-an rlimit (virtual memory), not a cgroup.
+an rlimit (virtual memory), not a cgroup.  Every submission is graded again on each
+run (nbgrader's ``--force``); kernels are always Python (the course's).  The client
+inside each sandbox costs about 0.3-0.4 CPU-seconds per submission that nbgrader's
+in-process client does not; it buys a grader process that never reads a message
+from a student's kernel.
 
 Public API
 ----------
