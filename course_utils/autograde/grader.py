@@ -250,41 +250,52 @@ def _stage_submission(coursedir, assignment, student, staging: Path, record) -> 
 def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
                sandbox: Sandbox, lock: threading.Lock, notebooks: list[str],
                staging: Path) -> SubmissionLog:
+    """Grade one student's submission; never raises for a problem with it (that goes
+    into the returned record), only GradingCancelled."""
     record = SubmissionLog(student=student)
     set_context(GradingContext(sandbox=sandbox, lock=lock, record=record))
     start = time.monotonic()
     try:
         with lock:
-            coursedir = _coursedir(cfg, course_dir, assignment_id=assignment,
-                                   student_id=student)
-            if not _stage_submission(coursedir, assignment, student, staging, record):
-                return record
-            submitted = coursedir.format_path(coursedir.submitted_directory, student,
-                                              assignment)
-            if not any(os.path.exists(os.path.join(submitted, f"{n}.ipynb"))
-                       for n in notebooks):
-                _record_empty_submission(coursedir, assignment, student, record, notebooks)
-                return record
-            converter = _SandboxedAutograde(coursedir=coursedir, config=cfg,
-                                            log=_student_logger(student, record))
-            converter.force = True
-            try:
-                converter.start()
-            except GradingCancelled:
-                # Leave nothing half-done: the sanitised copy (with the hidden tests)
-                # may already be in autograded/.
-                shutil.rmtree(coursedir.format_path(coursedir.autograded_directory,
-                                                    student, assignment), ignore_errors=True)
-                raise
-            except Exception as exc:  # nbgrader logged the details for this student
-                reason = "; ".join(dict.fromkeys(e for e in record.errors if e)) or str(exc)
-                record.add("error", f"Grading failed, so this submission scores zero where "
-                           f"it was not graded: {reason}")
-                log.error("grading %s for %s failed: %s", assignment, student, reason)
+            _grade_locked(student, assignment, course_dir, cfg, notebooks, staging, record)
+    except GradingCancelled:
+        raise
+    except Exception as exc:  # a problem outside nbgrader's own handling
+        log.exception("grading %s for %s failed", assignment, student)
+        record.add("error", f"Grading failed ({type(exc).__name__}: {exc}); the submission "
+                   "scores zero where it was not graded.")
     finally:
         set_context(None)
         record.seconds = time.monotonic() - start
     return record
+
+
+def _grade_locked(student, assignment, course_dir, cfg, notebooks, staging, record) -> None:
+    """The part of :func:`_grade_one` that runs under the gradebook lock (which
+    SandboxExecute releases while the notebook executes)."""
+    coursedir = _coursedir(cfg, course_dir, assignment_id=assignment, student_id=student)
+    if not _stage_submission(coursedir, assignment, student, staging, record):
+        return
+    submitted = coursedir.format_path(coursedir.submitted_directory, student, assignment)
+    if not any(os.path.exists(os.path.join(submitted, f"{n}.ipynb")) for n in notebooks):
+        _record_empty_submission(coursedir, assignment, student, record, notebooks)
+        return
+    converter = _SandboxedAutograde(coursedir=coursedir, config=cfg,
+                                    log=_student_logger(student, record))
+    converter.force = True
+    try:
+        converter.start()
+    except GradingCancelled:
+        # Leave nothing half-done: the sanitised copy (with the hidden tests) may
+        # already be in autograded/.
+        shutil.rmtree(coursedir.format_path(coursedir.autograded_directory, student,
+                                            assignment), ignore_errors=True)
+        raise
+    except Exception as exc:  # nbgrader logged the details for this student
+        reason = "; ".join(dict.fromkeys(e for e in record.errors if e)) or str(exc)
+        record.add("error", f"Grading failed, so this submission scores zero where it was "
+                   f"not graded: {reason}")
+        log.error("grading %s for %s failed: %s", assignment, student, reason)
 
 
 def _record_empty_submission(coursedir, assignment, student, record, notebooks) -> None:
