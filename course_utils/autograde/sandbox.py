@@ -98,6 +98,9 @@ class Limits:
     plus 8 GiB, because PyTorch and TensorFlow reserve gigabytes of address space they
     never touch.  ``cpu_seconds`` defaults to the wall-clock limit.  ``processes``
     counts every process and thread of the sandbox (a fork bomb stops there).
+    ``tmpfs_size`` bounds each of the sandbox's memory-backed file systems: the home
+    directory (which holds the working copy of the submission), ``/tmp`` and
+    ``/dev/shm``.
     ``cell_timeout=None`` takes nbgrader's ``Execute.timeout`` (30 s unless
     configured).  ``threads`` sets OMP/OpenBLAS/MKL/TF thread counts, so that
     ``workers`` sandboxes share the cores instead of oversubscribing them (``None``:
@@ -112,7 +115,7 @@ class Limits:
     processes: int = 256
     file_size: int = 256 * MiB
     open_files: int = 1024
-    tmpfs_size: int = 1 * GiB
+    tmpfs_size: int = 512 * MiB
     max_output_bytes: int = 5 * MiB
     threads: int | None = None
 
