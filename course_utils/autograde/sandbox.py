@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +197,8 @@ class Sandbox:
         if enabled and not self.bwrap:
             raise SandboxUnavailable(INSTALL_HINT)
         self._tmp = Path(tempfile.mkdtemp(prefix="course-grade-"))
+        # Removed by close() or, at the latest, when this object goes away.
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         try:
             if enabled:
                 self._write_etc()
@@ -523,9 +526,9 @@ class Sandbox:
                 pass
 
     def close(self) -> None:
-        tmp = getattr(self, "_tmp", None)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
 
     def __enter__(self) -> Sandbox:
         return self
