@@ -397,7 +397,13 @@ class Sandbox:
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, True)
         job = dict(job)
-        job.update(results_fd=write_fd, kernel_limits=self.limits.kernel_rlimits(),
+        rlimits = self.limits.kernel_rlimits()
+        if not self.enabled:
+            # Outside a user namespace RLIMIT_NPROC counts every process of the user
+            # on the machine, not just the kernel's: it would stop a desktop session's
+            # kernel from starting threads.
+            rlimits.pop("nproc")
+        job.update(results_fd=write_fd, kernel_limits=rlimits,
                    max_output_bytes=self.limits.max_output_bytes)
         run_tmp = Path(tempfile.mkdtemp(prefix="run-", dir=self._tmp))
         log_path = run_tmp / "log.txt"
