@@ -49,6 +49,16 @@ def test_small_cnn_computes_the_pytorch_function():
     assert n_torch == n_keras == 93_930
     assert list(ck.layer_groups(kmodel)) == ["stem", "block1", "block2", "head", "classifier"]
 
+    # init="torch": PyTorch's default initialisation, uniform in +-1/sqrt(fan_in)
+    ck.seed_everything(0)
+    like_torch = ck.create_model("small_cnn", init="torch")
+    bound = 1 / np.sqrt(3 * 3 * 32)
+    kernel = like_torch.get_layer("block1_conv2").kernel.numpy()
+    assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound
+    assert np.abs(like_torch.get_layer("classifier").bias.numpy()).max() > 0  # not zeros
+    glorot = ck.create_model("small_cnn").get_layer("block1_conv2").kernel.numpy()
+    assert np.abs(glorot).max() > bound  # Keras's default (Glorot) is wider
+
 
 def test_keras_applications_build_without_weights_at_small_sizes():
     expected = {
@@ -105,5 +115,9 @@ def test_create_model_rejects_bad_arguments_by_name():
         ck.create_model("small_cnn", weights="imagenet")
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
         ck.create_model("small_cnn", num_classes=0)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['init'\]"):
+        ck.create_model("vgg16", include_top=False, input_shape=(32, 32, 3), init="torch")
+    with pytest.raises(ValueError, match="init must be 'keras' or 'torch'"):
+        ck.create_model("small_cnn", init="jax")
     with pytest.raises(ValueError, match="not made by course_utils.keras.create_model"):
         ck.get_spec(ck.keras.Sequential([ck.keras.Input((2,)), ck.keras.layers.Dense(1)]))

@@ -130,11 +130,12 @@ def _pretrain_path(key: Mapping, cache_dir) -> Path:
 def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
                     per_class: int | None = None, batch_size: int = 128, lr: float = 1e-3,
                     source_classes: Sequence[int] = SOURCE_CLASSES, cache_dir=None,
-                    return_meta: bool = False, progress: bool = False):
+                    n_test: int | None = None, return_meta: bool = False, progress: bool = False):
     """Pretrain ``model_name`` in Keras on the source classes and return its weights as
     ``{layer name: arrays}``, cached on disk: the Keras twin of
     ``course_utils.experiments.pretrain_source`` (same arguments). ``return_meta=True``
-    also returns the source test accuracy and timing."""
+    also returns the source test accuracy (on ``n_test`` images drawn with seed 0, default
+    all of the source test split) and timing."""
     from course_utils.experiments import _fingerprint
 
     if data is None:
@@ -165,7 +166,11 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     hist = fit(model, TFLoader(source.x_train, source.y_train, batch_size, shuffle=True,
                                seed=seed, **common),
                epochs=epochs, lr=lr, seed=seed, progress=progress)
-    scores = evaluate(model, TFLoader(source.x_test, source.y_test, 500, **common))
+    x_test, y_test = source.x_test, source.y_test
+    if n_test is not None and n_test < len(y_test):
+        idx = np.sort(np.random.default_rng(0).permutation(len(y_test))[:n_test])
+        x_test, y_test = x_test[idx], y_test[idx]
+    scores = evaluate(model, TFLoader(x_test, y_test, 500, **common))
     meta = dict(key, source_test_acc=scores["acc"], source_test_loss=scores["loss"],
                 train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
                 n_train=len(source.y_train))
@@ -187,6 +192,7 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
                         seeds: Sequence[int] = (0, 1, 2), *, pretrain_epochs: int = 2,
                         pretrain_per_class: int | None = None, pretrain_seed: int = 0,
                         pretrain_batch_size: int = 128, pretrain_lr: float = 1e-3,
+                        pretrain_n_test: int | None = None,
                         source_classes: Sequence[int] = SOURCE_CLASSES,
                         target_classes: Sequence[int] = TARGET_CLASSES, cache_dir=None,
                         finetune_kwargs: Mapping[str, Any] | None = None, progress: bool = True,
@@ -206,7 +212,7 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
     state = pretrain_source(model_name, data, epochs=pretrain_epochs, seed=pretrain_seed,
                             per_class=pretrain_per_class, batch_size=pretrain_batch_size,
                             lr=pretrain_lr, source_classes=source_classes, cache_dir=cache_dir,
-                            progress=progress)
+                            n_test=pretrain_n_test, progress=progress)
     return scratch_vs_pretrained(keras_model_factory(model_name, target.num_classes), state, target,
                                  sizes, seeds, trainer=keras_trainer,
                                  load_state=load_pretrained_keras, finetune_kwargs=finetune_kwargs,

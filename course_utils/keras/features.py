@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from course_utils.keras._backend import keras, tf
-from course_utils.keras.models import get_spec, layer_groups
+from course_utils.keras.models import layer_groups
 from course_utils.keras.pipeline import TFLoader
 
 __all__ = ["feature_model", "keras_state_fingerprint", "extract_features"]

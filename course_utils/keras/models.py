@@ -22,6 +22,7 @@ fine-tuning helpers in :mod:`course_utils.keras.transfer` use.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -84,14 +85,13 @@ class KerasModelSpec:
 
 # --- builders ----------------------------------------------------------------------------
 
-def _build_small_cnn(weights, num_classes, include_top, input_shape, pooling):
+def _build_small_cnn(weights, num_classes, include_top, input_shape, pooling, *,
+                     init: str = "keras", dropout: float = 0.3):
     if weights is not None:
         raise ValueError("create_model('small_cnn'): weights must be None; the course pretrains "
                          "this model itself (e.g. on Fashion-MNIST classes 0-4)")
-    model = SmallCNN(input_shape or (28, 28, 1), num_classes, include_top=include_top)
-    if not include_top and pooling is None:
-        log.debug("small_cnn without top ends with its global average pool")
-    return model
+    return SmallCNN(input_shape or (28, 28, 1), num_classes, dropout=dropout,
+                    include_top=include_top, init=init)
 
 
 def _build_lite0(weights, num_classes, include_top, input_shape, pooling):
@@ -238,7 +238,7 @@ def get_spec(name_or_model) -> KerasModelSpec:
 
 def create_model(name: str, weights: str | None = None, num_classes: int | None = None, *,
                  include_top: bool = True, input_shape: tuple | None = None,
-                 pooling: str | None = None) -> "keras.Model":
+                 pooling: str | None = None, **options) -> "keras.Model":
     """Build a registered Keras model (functional API, channels_last, logits out).
 
     ``weights``: ``None`` (random initialisation) or ``"imagenet"``. ``num_classes``: size of
@@ -246,7 +246,9 @@ def create_model(name: str, weights: str | None = None, num_classes: int | None 
     ``include_top=False`` drops the classifier for transfer learning (``pooling=None|"avg"|"max"``
     as in ``keras.applications``). ``input_shape`` defaults to the spec's; without the top,
     convolutional bases accept other sizes (``keras.applications`` need at least 32x32).
-    The model carries ``course_spec`` and ``course_weights``.
+    ``options`` go to the model's builder: ``small_cnn`` takes ``init="keras"|"torch"``
+    (whose default initialisers to use) and ``dropout``. The model carries ``course_spec``
+    and ``course_weights``.
     """
     spec = get_spec(name)
     if weights is not None and weights not in spec.weights:
@@ -259,7 +261,14 @@ def create_model(name: str, weights: str | None = None, num_classes: int | None 
         raise ValueError(f"create_model({name!r}): pooling must be None, 'avg' or 'max', got {pooling!r}")
     if input_shape is None and include_top:
         input_shape = spec.input_shape
-    model = spec.builder(weights, n, include_top, tuple(input_shape) if input_shape else None, pooling)
+    accepted = [p.name for p in inspect.signature(spec.builder).parameters.values()
+                if p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"create_model({name!r}) got unknown option(s) {unknown}; it accepts "
+                        f"{accepted or 'none'}")
+    model = spec.builder(weights, n, include_top, tuple(input_shape) if input_shape else None,
+                         pooling, **options)
     model.course_spec = spec
     model.course_weights = weights
     return model

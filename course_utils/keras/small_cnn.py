@@ -42,19 +42,36 @@ def _names(prefix: str) -> tuple[str, str, str]:
     return f"{prefix}_conv", f"{prefix}_bn", f"{prefix}_relu"
 
 
-def SmallCNN(input_shape: tuple = (28, 28, 1), num_classes: int = 10, dropout: float = 0.3,
-             include_top: bool = True, name: str = "small_cnn") -> keras.Model:
-    """Build the small CNN (93,930 parameters for 28x28x1 and 10 classes, as in PyTorch).
+def _initializers(init: str):
+    """(kernel, bias) initialisers. ``"keras"``: Keras's defaults (Glorot-uniform kernels,
+    zero biases). ``"torch"``: PyTorch's defaults for ``Conv2d``/``Linear``, uniform in
+    +-1/sqrt(fan_in) for kernels (``kaiming_uniform_(a=sqrt(5))``) and biases, so both
+    frameworks also start from the same distribution, not only the same architecture."""
+    if init == "keras":
+        return "glorot_uniform", "zeros"
+    if init == "torch":
+        return (keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
+                "uniform(+-1/sqrt(fan_in))")
+    raise ValueError(f"init must be 'keras' or 'torch', got {init!r}")
 
-    ``include_top=False`` stops after the global average pool (the 256-d features)."""
+
+def SmallCNN(input_shape: tuple = (28, 28, 1), num_classes: int = 10, dropout: float = 0.3,
+             include_top: bool = True, init: str = "keras", name: str = "small_cnn") -> keras.Model:
+    """Build the small CNN (93,930 trainable parameters for 28x28x1 and 10 classes, as in
+    PyTorch; ``count_params`` also counts the 960 BatchNorm moving statistics).
+
+    ``include_top=False`` stops after the global average pool (the 256-d features).
+    ``init``: ``"keras"`` (Keras's default initialisers) or ``"torch"`` (PyTorch's)."""
     if num_classes < 1:
         raise ValueError(f"SmallCNN: num_classes must be >= 1, got {num_classes}")
+    kernel_init, _ = _initializers(init)
     inputs = keras.Input(shape=tuple(input_shape), name="input_layer")
     x = inputs
     for group, convs in SMALL_CNN_GROUPS.items():
         for prefix, _torch, out_ch, kernel in convs:
             conv, bn, act = _names(prefix)
-            x = keras.layers.Conv2D(out_ch, kernel, padding="same", use_bias=False, name=conv)(x)
+            x = keras.layers.Conv2D(out_ch, kernel, padding="same", use_bias=False, name=conv,
+                                    kernel_initializer=kernel_init)(x)
             x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPS, name=bn)(x)
             x = keras.layers.ReLU(name=act)(x)
         if group in ("block1", "block2"):
@@ -62,7 +79,10 @@ def SmallCNN(input_shape: tuple = (28, 28, 1), num_classes: int = 10, dropout: f
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     if include_top:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-        x = keras.layers.Dense(num_classes, name="classifier")(x)
+        # PyTorch's Linear bias: uniform in +-1/sqrt(fan_in), fan_in = 256
+        bias_init = keras.initializers.RandomUniform(-1 / 16, 1 / 16) if init == "torch" else "zeros"
+        x = keras.layers.Dense(num_classes, name="classifier", kernel_initializer=kernel_init,
+                               bias_initializer=bias_init)(x)
     return keras.Model(inputs, x, name=name)
 
 
