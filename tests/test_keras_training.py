@@ -124,6 +124,24 @@ def test_early_stopping_and_best_weights_follow_val_loss():
         ck.fit(model, (np.zeros((4, 2)), np.zeros(4)), epochs=1, early_stopping=2)
 
 
+def test_compiling_again_with_the_same_settings_keeps_the_traced_step():
+    ck.seed_everything(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    x, y = np.ones((8, 3), np.float32), np.zeros(8, np.int64)
+    ck.fit(model, (x, y), epochs=1, lr=1e-2, batch_size=4, progress=False)
+    step, optimizer = model.train_function, model.optimizer
+    assert int(optimizer.iterations.numpy()) == 2
+    ck.compile_model(model, lr=1e-2)  # same settings: reset, not recompiled
+    assert model.train_function is step and model.optimizer is optimizer
+    assert int(optimizer.iterations.numpy()) == 0
+    assert all(not np.any(v.numpy()) for v in optimizer.variables if "learning_rate" not in v.path)
+    ck.compile_model(model, lr=1e-3)  # another learning rate: a real compile
+    assert model.train_function is None and model.optimizer is not optimizer
+    model.layers[0].trainable = False
+    ck.compile_model(model, lr=1e-3)  # trainable changed: a real compile too
+    assert model.trainable_weights == [] and model.train_function is None
+
+
 def test_evaluate_and_predict_refuse_a_shuffled_loader(small):
     model = ck.create_model("small_cnn")
     shuffled = ck.TFLoader(small[0], small[1], 32, shuffle=True, seed=0)
@@ -194,17 +212,18 @@ def test_learning_curve_takes_a_keras_train_and_score():
 # --- the Fashion-MNIST transfer experiment -------------------------------------------------
 
 def test_finetuning_the_pretrained_small_cnn_beats_scratch(fashion, tmp_path, monkeypatch):
-    """Pretrain on classes 0-4 (2000 images, 2 epochs), then 10 images per class of classes
+    """Pretrain on classes 0-4 (1500 images, 2 epochs), then 10 images per class of classes
     5-9: fine-tuned vs from scratch, same images, same 15 epochs of Adam at 3e-4, mean of
-    three seeds on 1000 target test images."""
+    three seeds on 500 target test images (100 per class)."""
     from course_utils.experiments import paired_gain, source_target_split
     from course_utils.keras import experiments as kx
 
     _, tgt = source_target_split(fashion)
     rng = np.random.default_rng(0)
-    test_idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(tgt.y_test == k), 200, replace=False)
+    test_idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(tgt.y_test == k), 100, replace=False)
                                        for k in range(5)]))
-    pretrain = dict(pretrain_per_class=400, pretrain_epochs=2, pretrain_batch_size=64)
+    pretrain = dict(pretrain_per_class=300, pretrain_epochs=2, pretrain_batch_size=64,
+                    pretrain_n_test=1000)
     table = kx.finetune_vs_scratch("small_cnn", fashion, sizes=(10,), seeds=(0, 1, 2),
                                    cache_dir=tmp_path, progress=False, epochs=15, lr=3e-4,
                                    batch_size=10, test_indices=test_idx, **pretrain)
@@ -218,6 +237,6 @@ def test_finetuning_the_pretrained_small_cnn_beats_scratch(fashion, tmp_path, mo
     # the pretraining is cached: asking again trains nothing
     assert len(list(tmp_path.glob("keras-small_cnn-*.weights.h5"))) == 1
     monkeypatch.setattr(kx, "fit", lambda *a, **k: pytest.fail("pretraining ran again"))
-    state, meta = kx.pretrain_source("small_cnn", fashion, epochs=2, per_class=400, batch_size=64,
-                                     cache_dir=tmp_path, return_meta=True)
+    state, meta = kx.pretrain_source("small_cnn", fashion, epochs=2, per_class=300, batch_size=64,
+                                     cache_dir=tmp_path, n_test=1000, return_meta=True)
     assert meta["source_test_acc"] > 0.75 and "stem_conv" in state

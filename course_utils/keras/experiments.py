@@ -43,11 +43,31 @@ TARGET_CLASSES = (5, 6, 7, 8, 9)
 _PRETRAIN_RECIPE = 1  # bump when the pretraining changes, so old cached weights are not reused
 
 
-def keras_model_factory(name: str = "small_cnn", num_classes: int = 5, **create_kwargs):
-    """``make(seed)``: seed Python/NumPy/TensorFlow, then ``create_model(name, ...)``."""
+def keras_model_factory(name: str = "small_cnn", num_classes: int = 5, *, reuse: bool = False,
+                        **create_kwargs):
+    """``make(seed)``: seed Python/NumPy/TensorFlow, then ``create_model(name, ...)``.
+
+    ``reuse=True`` returns one model object for every call, re-initialised each time with
+    the weights a fresh ``create_model`` would have for that seed and every layer trainable
+    again. Its compiled training step then survives from run to run (see
+    :func:`course_utils.keras.compile_model`), which saves TensorFlow a trace per run; use it
+    when each run is finished with the model before the next one starts, as in
+    ``scratch_vs_pretrained``."""
+    worker = []
+
     def make(seed: int):
         seed_everything(seed)
-        return create_model(name, num_classes=num_classes, **create_kwargs)
+        fresh = create_model(name, num_classes=num_classes, **create_kwargs)
+        if not reuse:
+            return fresh
+        if not worker:
+            worker.append(fresh)
+            return fresh
+        model = worker[0]
+        for layer in model.layers:
+            layer.trainable = True
+        model.set_weights(fresh.get_weights())
+        return model
     make.__name__ = f"create_keras_{name}"
     return make
 
@@ -213,7 +233,8 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
                             per_class=pretrain_per_class, batch_size=pretrain_batch_size,
                             lr=pretrain_lr, source_classes=source_classes, cache_dir=cache_dir,
                             n_test=pretrain_n_test, progress=progress)
-    return scratch_vs_pretrained(keras_model_factory(model_name, target.num_classes), state, target,
+    return scratch_vs_pretrained(keras_model_factory(model_name, target.num_classes, reuse=True),
+                                 state, target,
                                  sizes, seeds, trainer=keras_trainer,
                                  load_state=load_pretrained_keras, finetune_kwargs=finetune_kwargs,
                                  progress=progress, **train_kwargs)

@@ -28,7 +28,7 @@ class TFLoader:
     """Batches of ``(x float32 NHWC, y int64)`` as ``tf.data`` pipelines.
 
     ``x``: uint8 images NHW or NHWC (scaled to [0, 1]) or float arrays (used as they are,
-    after ``size``/``rgb``/``mean``/``std``). ``y``: labels, or None for unlabelled data
+    after ``size``/``rgb``/``mean``/``std``); a 2-D ``x`` is a batch of feature vectors. ``y``: labels, or None for unlabelled data
     (batches are then ``x`` alone, for ``predict``). ``shuffle`` needs an int ``seed``.
     ``augment="flip"``: random horizontal flips (training only). For heavier augmentation use
     Keras preprocessing layers inside the model, as the Keras guides do.
@@ -45,8 +45,12 @@ class TFLoader:
         x = np.asarray(x)
         if x.ndim == 3:
             x = x[..., None]
-        if x.ndim != 4:
-            raise ValueError(f"TFLoader: x must be images NHW or NHWC, got shape {x.shape}")
+        if x.ndim not in (2, 4):
+            raise ValueError(f"TFLoader: x must be images NHW or NHWC (or feature vectors N x D), "
+                             f"got shape {x.shape}")
+        if x.ndim == 2 and (size or rgb or augment):
+            raise ValueError("TFLoader: size, rgb and augment apply to images; x holds vectors "
+                             f"(shape {x.shape})")
         if y is not None:
             y = np.asarray(y).astype(np.int64, copy=False)
             if len(y) != len(x):
@@ -102,6 +106,8 @@ class TFLoader:
 
     @property
     def element_shape(self) -> tuple:
+        if self.x.ndim == 2:
+            return tuple(self.x.shape[1:])
         h, w = (self.size, self.size) if self.size else self.x.shape[1:3]
         return (h, w, 3 if self.rgb else self.x.shape[-1])
 
