@@ -7,7 +7,15 @@ EfficientNet-Lite0 (converted from the PyTorch package; logits agree to 1e-4), t
 run and a Keras run on one plot.
 
 Importing this package sets ``KERAS_BACKEND=tensorflow`` (unless already set) and imports
-TensorFlow, which takes several seconds; PyTorch-only notebooks never import it.
+TensorFlow, which takes several seconds; PyTorch-only notebooks never import it. It loads
+Triton (PyTorch's compiler, when installed) *before* TensorFlow: the other order crashes
+the interpreter as soon as torchvision is imported. Import it before ``keras`` or
+``tensorflow`` in a notebook that uses both frameworks.
+
+Two Keras 3 pitfalls the helpers handle and the tests pin down: ``base(x, training=False)``
+recorded in a functional model is overridden by ``fit``'s ``training=True`` (hence
+:class:`CallWithTraining`), and ``trainable`` changes need a new ``compile()`` (hence
+:func:`unfreeze_top` recompiling and :func:`fit` refusing a stale compile).
 """
 from course_utils.keras._backend import keras, tf
 from course_utils.keras.curves import learning_curve, train_and_score
