@@ -74,7 +74,7 @@ def to_tf_dataset(x, y, batch_size: int, *, shuffle: bool = False, seed: int | N
     preprocessing layers (``RandomFlip``, ``RandomZoom`` ...), as in the Keras guides, so it
     runs in the graph and is switched off at inference automatically.
     """
-    import tensorflow as tf
+    from course_utils.keras._backend import tf  # Triton before TensorFlow (see there)
 
     x = np.asarray(x)
     if x.dtype != np.uint8 or x.ndim not in (3, 4):
