@@ -334,6 +334,15 @@ class Sandbox:
                 argv += ["--symlink", os.readlink(host), str(host)]
             elif host.is_dir():
                 argv += ["--ro-bind", str(host), str(host)]
+        # The private tmpfs mounts come before our read-only trees: bwrap mounts in order, so a
+        # course checked out under /tmp or /home (a CI clone, say) is bound on top of the empty
+        # tmpfs instead of being hidden by it.
+        argv += ["--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", "/dev/shm",
+                 "--perms", "0755", "--dir", "/home",
+                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", HOME,
+                 "--perms", "0755", "--dir", "/run"]
         made = set()
         for path in self.ro_binds:
             for parent in reversed(path.parents):
@@ -349,13 +358,7 @@ class Sandbox:
             argv += ["--ro-bind", str(etc / name), f"/etc/{name}"]
         for name in ("ld.so.cache", "localtime"):
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        argv += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", "/tmp",
-                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", "/dev/shm",
-                 "--perms", "0755", "--dir", "/home",
-                 "--perms", "1777", "--size", str(self.limits.tmpfs_size), "--tmpfs", HOME,
-                 "--perms", "0755", "--dir", "/run",
-                 "--perms", "0755", "--dir", str(Path(RUNNER_PATH).parent),
+        argv += ["--perms", "0755", "--dir", str(Path(RUNNER_PATH).parent),
                  "--ro-bind", str(_RUNNER_SOURCE), RUNNER_PATH]
         if input_dir is not None:
             argv += ["--ro-bind", str(input_dir), INPUT_DIR]
