@@ -88,16 +88,20 @@ def load_pretrained_torch(model, state: Mapping, *, num_classes: int | None = No
 
 def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
                   batch_size: int = 16, optimizer: str = "adam", weight_decay: float = 0.0,
-                  freeze_upto: str | None = None, augment=None, size: int | None = None,
-                  eval_batch_size: int = 500, test_indices: np.ndarray | None = None,
-                  device=None, progress: bool = False) -> dict:
+                  scheduler: str | None = None, freeze_upto: str | None = None, augment=None,
+                  size: int | None = None, eval_batch_size: int = 500,
+                  test_indices: np.ndarray | None = None, device=None,
+                  progress: bool = False) -> dict:
     """Train a PyTorch ``model`` on ``data.x_train`` with :func:`course_utils.train.fit` and
     score it on ``data.x_test`` (the held-out test split; no validation set is carved out of
     a few images per class, so the number of ``epochs`` is fixed in advance).
 
     Inputs are normalised with the model's declared mean and std, repeated to 3 channels if
     the model wants colour and resized to ``size`` if given. ``freeze_upto`` freezes layer
-    groups first (``"head"``: only the classifier trains). ``test_indices`` scores a fixed
+    groups first (``"head"``: only the classifier trains). ``scheduler="cosine"`` anneals the
+    rate over the epochs (see :func:`course_utils.train.fit`): with Adam at a constant rate
+    the last epochs still take large steps, and the BatchNorm statistics the test sees lag
+    behind the weights. ``test_indices`` scores a fixed
     subset of the test split (for quick checks). Returns ``test_acc``, ``test_loss``,
     ``train_acc``, ``train_loss`` (last epoch).
     """
@@ -119,7 +123,7 @@ def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
         x_test, y_test = x_test[test_indices], y_test[test_indices]
     test = FastLoader(x_test, y_test, eval_batch_size, shuffle=False, seed=None, **common)
     hist = fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-               seed=seed, device=device, progress=progress)
+               scheduler=scheduler, seed=seed, device=device, progress=progress)
     scores = evaluate(model, test, device=device)
     return {"test_acc": float(scores["acc"]), "test_loss": float(scores["loss"]),
             "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
@@ -344,11 +348,15 @@ def _fingerprint(data) -> str:
     return h.hexdigest()[:16]
 
 
-def _pretrain_key(model_name, data, epochs, seed, per_class, batch_size, lr, model_kwargs) -> dict:
-    return {"recipe": _PRETRAIN_RECIPE, "model": model_name, "data": data.name,
-            "classes": list(data.classes), "fingerprint": _fingerprint(data), "epochs": epochs,
-            "seed": seed, "per_class": per_class, "batch_size": batch_size, "lr": lr,
-            "model_kwargs": dict(sorted((model_kwargs or {}).items()))}
+def _pretrain_key(model_name, data, epochs, seed, per_class, batch_size, lr, model_kwargs,
+                  scheduler=None) -> dict:
+    key = {"recipe": _PRETRAIN_RECIPE, "model": model_name, "data": data.name,
+           "classes": list(data.classes), "fingerprint": _fingerprint(data), "epochs": epochs,
+           "seed": seed, "per_class": per_class, "batch_size": batch_size, "lr": lr,
+           "model_kwargs": dict(sorted((model_kwargs or {}).items()))}
+    if scheduler is not None:  # (absent, not None, so constant-rate caches keep their names)
+        key["scheduler"] = scheduler
+    return key
 
 
 def pretrain_cache_path(key: Mapping, cache_dir: str | Path | None = None) -> Path:
@@ -364,9 +372,9 @@ def pretrain_cache_path(key: Mapping, cache_dir: str | Path | None = None) -> Pa
 def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
                     per_class: int | None = None, batch_size: int = 128, lr: float = 1e-3,
                     source_classes: Sequence[int] = SOURCE_CLASSES,
-                    model_kwargs: Mapping[str, Any] | None = None,
-                    cache_dir: str | Path | None = None, return_meta: bool = False,
-                    device=None, progress: bool = True):
+                    model_kwargs: Mapping[str, Any] | None = None, scheduler: str | None = None,
+                    n_test: int | None = None, cache_dir: str | Path | None = None,
+                    return_meta: bool = False, device=None, progress: bool = True):
     """Pretrain ``model_name`` on the source task and return its state dict, cached on disk.
 
     ``data`` is the full dataset (default: ``load("fashion_mnist")``); the source task is
@@ -375,7 +383,9 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     ``$COURSE_DATA/pretrained``) keyed by every argument that changes them and a hash of the
     training images, and written atomically, so notebooks and tests that ask for the same
     pretraining share one file and an interrupted run leaves no half-written file.
-    ``return_meta=True`` returns ``(state_dict, meta)`` with the source test accuracy.
+    ``scheduler`` (e.g. ``"cosine"``) goes to :func:`course_utils.train.fit` and is part of
+    the cache key. ``return_meta=True`` returns ``(state_dict, meta)`` with the source test
+    accuracy, on ``n_test`` images drawn with seed 0 (default: the whole source test split).
     """
     import torch
 
@@ -392,7 +402,11 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     source = data.select_classes(list(source_classes))
     if per_class is not None:
         source = source.per_class(per_class, seed)
-    key = _pretrain_key(model_name, source, epochs, seed, per_class, batch_size, lr, model_kwargs)
+    if scheduler is not None and scheduler != "cosine":
+        raise ValueError(f"scheduler = {scheduler!r}: pretrain_source caches by name; use None or "
+                         "'cosine'")
+    key = _pretrain_key(model_name, source, epochs, seed, per_class, batch_size, lr, model_kwargs,
+                        scheduler)
     path = pretrain_cache_path(key, cache_dir)
     if path.exists():
         try:
@@ -409,8 +423,10 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     rgb = source.x_train.ndim == 3 and spec.input_size[0] == 3
     common = dict(rgb=rgb, mean=spec.mean, std=spec.std)
     train = FastLoader(source.x_train, source.y_train, batch_size, shuffle=True, seed=seed, **common)
-    test = FastLoader(source.x_test, source.y_test, 500, shuffle=False, seed=None, **common)
-    hist = fit(model, train, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress)
+    x_test, y_test = _test_subset(source, n_test)
+    test = FastLoader(x_test, y_test, 500, shuffle=False, seed=None, **common)
+    hist = fit(model, train, epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, device=device,
+               progress=progress)
     scores = evaluate(model, test, device=device)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     meta = dict(key, source_test_acc=float(scores["acc"]), source_test_loss=float(scores["loss"]),
@@ -420,6 +436,18 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
              model_name, len(source.y_train), meta["seconds"], meta["source_test_acc"])
     _atomic_save({"state_dict": state, "meta": meta}, path)
     return (state, meta) if return_meta else state
+
+
+def _test_subset(data, n_test: int | None):
+    """``data``'s test split, or ``n_test`` images of it drawn with seed 0 (kept in order)."""
+    x, y = data.x_test, data.y_test
+    if n_test is not None:
+        if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 1:
+            raise ValueError(f"n_test = {n_test!r}: give a positive number of test images, or None")
+        if n_test < len(y):
+            idx = np.sort(np.random.default_rng(0).permutation(len(y))[:n_test])
+            x, y = x[idx], y[idx]
+    return x, y
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -439,6 +467,7 @@ def _atomic_save(obj, path: Path) -> None:
 def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequence[int] = (10,),
                         seeds: Sequence[int] = (0, 1, 2), *, pretrain_epochs: int = 2,
                         pretrain_per_class: int | None = None, pretrain_seed: int = 0,
+                        pretrain_scheduler: str | None = None,
                         source_classes: Sequence[int] = SOURCE_CLASSES,
                         target_classes: Sequence[int] = TARGET_CLASSES,
                         cache_dir: str | Path | None = None, trainer: Callable | None = None,
@@ -455,6 +484,6 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
     _, target = source_target_split(data, source_classes, target_classes)
     state = pretrain_source(model_name, data, epochs=pretrain_epochs, seed=pretrain_seed,
                             per_class=pretrain_per_class, source_classes=source_classes,
-                            cache_dir=cache_dir, progress=progress)
+                            scheduler=pretrain_scheduler, cache_dir=cache_dir, progress=progress)
     return scratch_vs_pretrained(model_name, state, target, sizes, seeds, trainer=trainer,
                                  finetune_kwargs=finetune_kwargs, progress=progress, **train_kwargs)

@@ -186,6 +186,43 @@ def test_pretrain_source_caches_atomically_and_keys_on_arguments(tmp_path, monke
     key_path = pretrain_cache_path({"model": "small_cnn", "x": 1}, tmp_path)
     assert key_path.parent == tmp_path and key_path.name.startswith("small_cnn-")
 
+    # the schedule changes the weights, so it is part of the key; n_test only the score
+    seen = {}
+    real_fit = train_mod.fit
+
+    def spy(*a, **k):
+        seen["scheduler"] = k.get("scheduler")
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(train_mod, "fit", spy)
+    _, cmeta = pretrain_source("small_cnn", return_meta=True, scheduler="cosine", n_test=3,
+                                    **kw)
+    assert seen["scheduler"] == "cosine" and cmeta["scheduler"] == "cosine"
+    assert len(list(tmp_path.glob("*.pt"))) == 3
+    with pytest.raises(ValueError, match="scheduler"):
+        pretrain_source("small_cnn", scheduler="step", **kw)
+
+
+def test_torch_trainer_passes_the_schedule_to_fit(monkeypatch):
+    import course_utils.train as train_mod
+    from course_utils.experiments import torch_trainer
+
+    seen = []
+    real_fit = train_mod.fit
+
+    def spy(*a, **k):
+        history = real_fit(*a, **k)
+        seen.append((k.get("scheduler"), history["lr"]))
+        return history
+
+    monkeypatch.setattr(train_mod, "fit", spy)
+    data = _fake_data(n_classes=2, per_class=4)
+    out = torch_trainer(_model(2), data, 0, epochs=2, lr=1e-3, batch_size=4, scheduler="cosine")
+    assert 0 <= out["test_acc"] <= 1
+    assert seen[0][0] == "cosine" and seen[0][1] == pytest.approx([1e-3, 5e-4])
+    torch_trainer(_model(2), data, 0, epochs=2, lr=1e-3, batch_size=4)
+    assert seen[1][0] is None and seen[1][1] == pytest.approx([1e-3, 1e-3])
+
 
 def test_torch_defaults_end_to_end(tmp_path):
     import torch

@@ -69,6 +69,18 @@ def test_tfloader_orders_epochs_by_seed_and_preprocesses():
 
 # --- fit, history, checkpoints -------------------------------------------------------------
 
+def test_one_loader_feeds_two_fits(small):
+    """The second ``fit`` builds a new pipeline over the same loader; its cached tensors must
+    not belong to the first pipeline's traced graph."""
+    train, val = _loaders(small)
+    ck.seed_everything(0)
+    model = ck.create_model("small_cnn")
+    first = ck.fit(model, train, val, epochs=1, seed=0, progress=False)
+    second = ck.fit(model, train, val, epochs=1, seed=0, progress=False)
+    assert len(first) == 1 and len(second) == 1
+    assert math.isfinite(second.last["train_loss"]) and math.isfinite(second.last["val_acc"])
+
+
 def test_fit_records_the_pytorch_history_and_resumes_exactly(small, tmp_path):
     def run(epochs, ckpt=None):
         ck.seed_everything(0)
@@ -106,6 +118,43 @@ def test_fit_records_the_pytorch_history_and_resumes_exactly(small, tmp_path):
     assert len(h3) == 2
     for a, b in zip(straight.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cosine_schedule_matches_pytorch_and_survives_an_interruption(small, tmp_path):
+    import torch
+
+    expected = []  # PyTorch's CosineAnnealingLR(T_max=3), stepped per epoch
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+    for _ in range(3):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise KeyboardInterrupt
+
+    def run(ckpt=None, callbacks=()):
+        ck.seed_everything(0)
+        model = ck.create_model("small_cnn")
+        train, val = _loaders(small)
+        h = ck.fit(model, train, val, epochs=3, lr=1e-3, seed=0, scheduler="cosine",
+                   checkpoint_dir=ckpt, restore_best=False, progress=False, callbacks=callbacks)
+        return model, h
+
+    straight, h = run()
+    assert h["lr"] == pytest.approx(expected, rel=1e-6)
+    assert float(straight.optimizer.learning_rate.numpy()) == pytest.approx(1e-3)  # put back
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, [Interrupt()])
+    resumed, h2 = run(tmp_path)
+    assert h2["lr"] == pytest.approx(expected, rel=1e-6)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="scheduler"):
+        ck.fit(straight, _loaders(small)[0], epochs=1, scheduler="step", progress=False)
 
 
 def test_early_stopping_and_best_weights_follow_val_loss():

@@ -109,13 +109,15 @@ def _common(model, data, size):
 
 
 def keras_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
-                  batch_size: int = 16, optimizer: str = "adam", freeze_upto: str | None = None,
-                  size: int | None = None, eval_batch_size: int = 500,
+                  batch_size: int = 16, optimizer: str = "adam", scheduler: str | None = None,
+                  freeze_upto: str | None = None, size: int | None = None,
+                  eval_batch_size: int = 500,
                   test_indices: np.ndarray | None = None, progress: bool = False) -> dict:
     """The Keras twin of ``course_utils.experiments.torch_trainer``: train ``model`` on
     ``data.x_train`` with :func:`course_utils.keras.fit` for a fixed number of epochs and
     score it on ``data.x_test`` (or its ``test_indices``). ``freeze_upto`` freezes the layer
-    groups up to and including that one (``"head"``: only the classifier trains). Returns
+    groups up to and including that one (``"head"``: only the classifier trains);
+    ``scheduler="cosine"`` anneals the rate epoch by epoch as the PyTorch trainer does. Returns
     ``test_acc``, ``test_loss``, ``train_acc``, ``train_loss`` (last epoch)."""
     if freeze_upto is not None:
         groups = layer_groups(model)
@@ -131,8 +133,8 @@ def keras_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
     x_test, y_test = data.x_test, data.y_test
     if test_indices is not None:
         x_test, y_test = x_test[test_indices], y_test[test_indices]
-    hist = fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer, seed=seed,
-               progress=progress)
+    hist = fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler,
+               seed=seed, progress=progress)
     scores = evaluate(model, TFLoader(x_test, y_test, eval_batch_size, **common))
     return {"test_acc": scores["acc"], "test_loss": scores["loss"],
             "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
@@ -149,14 +151,15 @@ def _pretrain_path(key: Mapping, cache_dir) -> Path:
 
 def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
                     per_class: int | None = None, batch_size: int = 128, lr: float = 1e-3,
-                    source_classes: Sequence[int] = SOURCE_CLASSES, cache_dir=None,
-                    n_test: int | None = None, return_meta: bool = False, progress: bool = False):
+                    source_classes: Sequence[int] = SOURCE_CLASSES, scheduler: str | None = None,
+                    cache_dir=None, n_test: int | None = None, return_meta: bool = False,
+                    progress: bool = False):
     """Pretrain ``model_name`` in Keras on the source classes and return its weights as
     ``{layer name: arrays}``, cached on disk: the Keras twin of
     ``course_utils.experiments.pretrain_source`` (same arguments). ``return_meta=True``
     also returns the source test accuracy (on ``n_test`` images drawn with seed 0, default
     all of the source test split) and timing."""
-    from course_utils.experiments import _fingerprint
+    from course_utils.experiments import _fingerprint, _test_subset
 
     if data is None:
         from course_utils.data import load
@@ -168,6 +171,8 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     key = {"recipe": _PRETRAIN_RECIPE, "framework": "keras", "model": model_name,
            "data": data.name, "classes": list(source.classes), "fingerprint": _fingerprint(source),
            "epochs": epochs, "seed": seed, "per_class": per_class, "batch_size": batch_size, "lr": lr}
+    if scheduler is not None:  # (absent, not None, so constant-rate caches keep their names)
+        key["scheduler"] = scheduler
     path = _pretrain_path(key, cache_dir)
     model = keras_model_factory(model_name, source.num_classes)(seed)
     meta_path = path.with_suffix("").with_suffix(".json")
@@ -185,11 +190,8 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     common = _common(model, source, None)
     hist = fit(model, TFLoader(source.x_train, source.y_train, batch_size, shuffle=True,
                                seed=seed, **common),
-               epochs=epochs, lr=lr, seed=seed, progress=progress)
-    x_test, y_test = source.x_test, source.y_test
-    if n_test is not None and n_test < len(y_test):
-        idx = np.sort(np.random.default_rng(0).permutation(len(y_test))[:n_test])
-        x_test, y_test = x_test[idx], y_test[idx]
+               epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, progress=progress)
+    x_test, y_test = _test_subset(source, n_test)
     scores = evaluate(model, TFLoader(x_test, y_test, 500, **common))
     meta = dict(key, source_test_acc=scores["acc"], source_test_loss=scores["loss"],
                 train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
@@ -212,7 +214,7 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
                         seeds: Sequence[int] = (0, 1, 2), *, pretrain_epochs: int = 2,
                         pretrain_per_class: int | None = None, pretrain_seed: int = 0,
                         pretrain_batch_size: int = 128, pretrain_lr: float = 1e-3,
-                        pretrain_n_test: int | None = None,
+                        pretrain_n_test: int | None = None, pretrain_scheduler: str | None = None,
                         source_classes: Sequence[int] = SOURCE_CLASSES,
                         target_classes: Sequence[int] = TARGET_CLASSES, cache_dir=None,
                         finetune_kwargs: Mapping[str, Any] | None = None, progress: bool = True,
@@ -231,7 +233,8 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
     _, target = source_target_split(data, source_classes, target_classes)
     state = pretrain_source(model_name, data, epochs=pretrain_epochs, seed=pretrain_seed,
                             per_class=pretrain_per_class, batch_size=pretrain_batch_size,
-                            lr=pretrain_lr, source_classes=source_classes, cache_dir=cache_dir,
+                            lr=pretrain_lr, source_classes=source_classes,
+                            scheduler=pretrain_scheduler, cache_dir=cache_dir,
                             n_test=pretrain_n_test, progress=progress)
     return scratch_vs_pretrained(keras_model_factory(model_name, target.num_classes, reuse=True),
                                  state, target,

@@ -114,7 +114,16 @@ class TFLoader:
     # --- the pipeline ---------------------------------------------------------------------
 
     def _tensors(self):
+        """The images and labels as eager constants, made once.
+
+        Only eager tensors may be cached: a constant created while ``tf.data`` traces a
+        function (``flat_map`` in :meth:`repeat`) belongs to that trace's graph, and a second
+        pipeline (the next ``fit`` on the same loader) could not use it. So the callers make
+        them eagerly before any tracing starts.
+        """
         if self._x_t is None:
+            if not tf.executing_eagerly():
+                raise RuntimeError("TFLoader._tensors must first be called eagerly")
             self._x_t = tf.constant(self.x)
             self._y_t = tf.constant(self.y) if self.y is not None else None
         return self._x_t, self._y_t
@@ -160,6 +169,7 @@ class TFLoader:
     def repeat(self, start_epoch: int = 0) -> "tf.data.Dataset":
         """Epochs ``start_epoch, start_epoch + 1, ...`` back to back, each exactly ``len(self)``
         batches (the last one short unless ``drop_last``), without end."""
+        self._tensors()  # eagerly, before flat_map traces _epoch_dataset
         ds = tf.data.Dataset.counter(start=int(start_epoch), dtype=tf.int64)
         return ds.flat_map(self._epoch_dataset).prefetch(tf.data.AUTOTUNE)
 

@@ -36,8 +36,8 @@ from course_utils.keras._backend import keras, save_weights, tf
 from course_utils.keras.pipeline import TFLoader
 
 __all__ = ["compile_model", "fit", "evaluate", "predict", "seed_everything", "as_loader",
-           "TqdmProgress", "HistoryRecorder", "EpochCheckpoint", "RecompileNeeded",
-           "check_compiled", "CHECKPOINT_STATE"]
+           "TqdmProgress", "HistoryRecorder", "EpochCheckpoint", "CosineSchedule",
+           "RecompileNeeded", "check_compiled", "CHECKPOINT_STATE"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ def compile_model(model, lr: float = 1e-3, optimizer="adam", *, loss=None, metri
     if (model.compiled and getattr(model, "course_compile", None) == settings
             and isinstance(optimizer, str) and not _trainable_changed(model)):
         _reset_optimizer(model.optimizer)
+        if lr is not None:  # a schedule may have left another rate behind
+            model.optimizer.learning_rate.assign(lr)
         model.course_pending_recompile = None
         return model
     # under the strategy the model was built with (MirroredStrategy: optimizer slots per replica)
@@ -264,6 +266,30 @@ class HistoryRecorder(keras.callbacks.Callback):
             f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch" and isinstance(v, float)))
 
 
+class CosineSchedule(keras.callbacks.Callback):
+    """Cosine annealing per epoch, the same curve as PyTorch's ``CosineAnnealingLR`` with
+    ``T_max=epochs`` and ``eta_min=0`` (what ``course_utils.train.fit(scheduler="cosine")``
+    uses): epoch ``e`` (0-based) trains at ``base_lr * (1 + cos(pi * e / epochs)) / 2``.
+
+    The rate is a function of the epoch number alone, so a resumed run (``initial_epoch``)
+    picks the curve up where it stopped. The optimizer's rate is put back to ``base_lr`` when
+    training ends, so a later ``fit`` does not silently start from the annealed value.
+    """
+
+    def __init__(self, base_lr: float, epochs: int):
+        super().__init__()
+        self.base_lr, self.epochs = float(base_lr), int(epochs)
+
+    def rate(self, epoch: int) -> float:
+        return self.base_lr * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate(epoch))
+
+    def on_train_end(self, logs=None):
+        self.model.optimizer.learning_rate.assign(self.base_lr)
+
+
 def _atomic(path: Path, write: Callable[[str], None], suffix: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
@@ -380,7 +406,8 @@ def _resume(model, directory: Path, seed) -> tuple[int, History, dict, list | No
 def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimizer=None,
         batch_size: int = 32, seed: int | None = 0, checkpoint_dir: str | Path | None = None,
         resume: bool = True, early_stopping: int | None = None, restore_best: bool = True,
-        progress: bool = True, callbacks: Sequence = (), class_weight=None) -> History:
+        progress: bool = True, callbacks: Sequence = (), class_weight=None,
+        scheduler: str | None = None) -> History:
     """Train a Keras model with ``model.fit`` and the course callbacks; return a History.
 
     Parameters
@@ -406,6 +433,9 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
         the end (with ``val``) and set ``history.best_epoch``.
     callbacks, class_weight
         Passed on to ``model.fit`` (after the course's callbacks).
+    scheduler
+        ``None`` (constant rate) or ``"cosine"``: :class:`CosineSchedule` from the compiled
+        rate down towards 0 over ``epochs``, epoch by epoch as in the PyTorch ``fit``.
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs = {epochs!r}; it must be a positive int")
@@ -414,6 +444,9 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
     if early_stopping is not None and val is None:
         raise ValueError("early_stopping needs validation data: pass val=... (a held-out split, "
                          "e.g. from ImageData.train_val_split)")
+    if scheduler is not None and scheduler != "cosine":
+        raise ValueError(f"scheduler = {scheduler!r} is not known; use None or 'cosine' (for "
+                         "anything else pass a keras.callbacks.LearningRateScheduler in callbacks)")
     if lr is None and optimizer is None:
         check_compiled(model)  # (with lr/optimizer given, the model is compiled afresh below)
     if lr is not None or optimizer is not None or not model.compiled:
@@ -427,6 +460,9 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
     train_l = as_loader(train, batch_size, shuffle=True, seed=0 if seed is None else seed)
     val_l = as_loader(val, batch_size) if val is not None else None
 
+    # the schedule's base rate: the compiled one (a checkpoint stores the annealed rate, and an
+    # interrupted run never put it back)
+    base_lr = (getattr(model, "course_compile", None) or {}).get("lr") or _current_lr(model)
     history = History(framework="keras")
     start, es, best = 0, None, None
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -456,6 +492,8 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
         train_ds, steps = train_l, None
     val_ds = val_l.dataset(0) if isinstance(val_l, TFLoader) else val_l
     cbs = [recorder, saver]
+    if scheduler == "cosine":  # first, so the recorder logs the epoch's annealed rate
+        cbs.insert(0, CosineSchedule(base_lr, epochs))
     if progress:
         cbs.insert(0, TqdmProgress(epochs, start, steps))
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
