@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--no-sandbox", action="store_true",
                        help="run submissions without the sandbox (trusted code only)")
     grade.add_argument("--timeout", type=int, default=300, help="wall-clock seconds per submission")
+    grade.add_argument("--cell-timeout", type=int, default=None,
+                       help="seconds per cell (default: nbgrader's Execute.timeout, 30 s)")
+    grade.add_argument("--memory", default="4G",
+                       help="memory per submission's kernel, e.g. 2G or 512M (default 4G)")
+    grade.add_argument("--student", action="append", default=None, metavar="ID",
+                       help="grade only this student (repeat for several)")
+    grade.add_argument("--no-feedback", action="store_true", help="write no feedback HTML")
+    grade.add_argument("--ro-bind", action="append", default=[], metavar="PATH",
+                       help="host path the submissions may read, e.g. a dataset cache (repeatable; "
+                       "also $COURSE_GRADE_RO_BINDS)")
     grade.set_defaults(func=_cmd_grade)
     return parser
 

@@ -86,3 +86,39 @@ def test_unknown_assignment_and_course(course, tmp_path, capsys):
     assert "'nope' is not in the gradebook" in err and "ag1" in err
     assert main(["grade", "ag1", "--course-dir", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_grade_options_reach_the_grader(monkeypatch, capsys, tmp_path):
+    """--memory, --cell-timeout, --student, --no-feedback and --ro-bind (plus the
+    environment variable) end up in grade_assignment's arguments and limits."""
+    import course_utils.autograde.grader as grader
+    from course_utils.autograde import GiB, GradeRun, MiB, parse_size
+
+    seen = {}
+
+    def fake(assignment, course_dir, **kwargs):
+        seen.update(kwargs, assignment=assignment)
+        return GradeRun(assignment=assignment, course_dir=tmp_path, results=[], seconds=0.0,
+                        sandboxed=True, workers=1)
+
+    monkeypatch.setattr(grader, "grade_assignment", fake)
+    monkeypatch.setenv("COURSE_GRADE_RO_BINDS", "/data/a")
+    rc = main(["grade", "ag1", "--memory", "1.5G", "--cell-timeout", "45", "--student", "ann",
+               "--student", "bob", "--no-feedback", "--ro-bind", "/data/b", "--timeout", "60"])
+    assert rc == 0, capsys.readouterr()
+    limits = seen["limits"]
+    assert limits.memory == int(1.5 * GiB) and limits.cell_timeout == 45
+    assert limits.wall_seconds == 60
+    assert seen["students"] == ["ann", "bob"] and seen["feedback"] is False
+    assert seen["ro_binds"] == ["/data/a", "/data/b"]
+    # defaults: 4 GiB, nbgrader's cell timeout, everyone, feedback on
+    main(["grade", "ag1"])
+    assert seen["limits"].memory == 4 * GiB and seen["limits"].cell_timeout is None
+    assert seen["students"] is None and seen["feedback"] is True
+
+    assert parse_size("512M") == 512 * MiB and parse_size("2GiB") == 2 * GiB
+    assert parse_size("1000") == 1000
+    with pytest.raises(ValueError, match="--memory"):
+        parse_size("lots", "--memory")
+    assert main(["grade", "ag1", "--memory=-1G"]) == 2
+    assert "--memory" in capsys.readouterr().err

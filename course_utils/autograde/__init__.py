@@ -99,11 +99,27 @@ def __getattr__(name: str):
 
 __all__ = ["grade_assignment", "GradeRun", "SubmissionResult", "Limits", "Sandbox",
            "SandboxUnavailable", "GradingError", "find_bwrap", "format_table", "cli_grade",
-           "GiB", "MiB"]
+           "GiB", "MiB", "parse_size"]
 
 #: Extra host paths made readable in the sandbox by ``course grade`` (os.pathsep-separated),
 #: e.g. a dataset cache the assignment loads.
 RO_BINDS_ENV = "COURSE_GRADE_RO_BINDS"
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """``"4G"``, ``"512M"``, ``"1.5G"`` or a number of bytes -> bytes (powers of 1024)."""
+    t = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
+    try:
+        value = float(t[:-1] if unit else t)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(f"{what} = {text!r}: give a size such as 4G, 512M or a number of bytes")
+    return int(value * _UNITS[unit])
 
 
 def cli_grade(args: argparse.Namespace) -> int:
@@ -127,11 +143,16 @@ def cli_grade(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger("course_utils.autograde.nbgrader").setLevel(logging.ERROR)
     binds = [p for p in os.environ.get(RO_BINDS_ENV, "").split(os.pathsep) if p]
+    binds += list(getattr(args, "ro_bind", None) or [])
     try:
-        limits = Limits(wall_seconds=float(args.timeout))
+        limits = Limits(wall_seconds=float(args.timeout),
+                        cell_timeout=getattr(args, "cell_timeout", None),
+                        memory=parse_size(getattr(args, "memory", None) or "4G", "--memory"))
         with logging_redirect_tqdm():
             run = grade_assignment(args.assignment, args.course_dir, workers=args.workers,
                                    sandbox=not args.no_sandbox, limits=limits,
+                                   students=getattr(args, "student", None),
+                                   feedback=not getattr(args, "no_feedback", False),
                                    csv_path=args.csv, ro_binds=binds)
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
