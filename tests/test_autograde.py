@@ -22,30 +22,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.autograde import GiB, Limits, find_bwrap, grade_assignment
+from course_utils.autograde import GiB, Limits, grade_assignment
 from course_utils.bench.grade import add_submission, fixture_course, prepare_course
 
-
-def _bwrap_usable() -> bool:
-    """bubblewrap is installed and this machine lets it create namespaces (some CI
-    images forbid unprivileged user namespaces): an environment check, independent
-    of course_utils' own sandbox code, which the tests must exercise."""
-    import subprocess
-
-    bwrap = find_bwrap()
-    if bwrap is None:
-        return False
-    res = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"],
-                         capture_output=True)
-    return res.returncode == 0
+from _bwrap import BWRAP_REASON, bwrap_usable  # tests/_bwrap.py
 
 
-BWRAP_REASON = ("bubblewrap is not installed or cannot create namespaces here; "
-                "'make system-deps' or 'apt-get install bubblewrap'")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not _bwrap_usable(), reason=BWRAP_REASON),
+    pytest.mark.skipif(not bwrap_usable(), reason=BWRAP_REASON),
 ]
 
 MARKER = "hidden-test-marker-7f3a"  # appears only in the hidden tests (gradebook, source/)

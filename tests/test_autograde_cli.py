@@ -5,27 +5,12 @@ import csv
 
 import pytest
 
-from course_utils.autograde import find_bwrap
 from course_utils.bench.grade import add_submission, fixture_course, prepare_course
 from course_utils.cli import main
 
-
-def _bwrap_usable() -> bool:
-    """bubblewrap is installed and this machine lets it create namespaces (some CI
-    images forbid unprivileged user namespaces): an environment check, independent
-    of course_utils' own sandbox code, which the tests must exercise."""
-    import subprocess
-
-    bwrap = find_bwrap()
-    if bwrap is None:
-        return False
-    res = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"],
-                         capture_output=True)
-    return res.returncode == 0
+from _bwrap import BWRAP_REASON, bwrap_usable  # tests/_bwrap.py
 
 
-BWRAP_REASON = ("bubblewrap is not installed or cannot create namespaces here; "
-                "'make system-deps' or 'apt-get install bubblewrap'")
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +29,7 @@ def course(tmp_path_factory):
     return c
 
 
-@pytest.mark.skipif(not _bwrap_usable(), reason=BWRAP_REASON)
+@pytest.mark.skipif(not bwrap_usable(), reason=BWRAP_REASON)
 def test_course_grade_command(course, tmp_path, capsys):
     out_csv = tmp_path / "grades.csv"
     rc = main(["grade", "ag1", "--course-dir", str(course), "--workers", "2",

@@ -18,23 +18,9 @@ from course_utils.autograde.grader import GradeRun, SubmissionResult, find_submi
 from course_utils.autograde.report import format_table, write_csv
 from course_utils.autograde.sandbox import SandboxRun
 
-
-def _bwrap_usable() -> bool:
-    """bubblewrap is installed and this machine lets it create namespaces (some CI
-    images forbid unprivileged user namespaces): an environment check, independent
-    of course_utils' own sandbox code, which the tests must exercise."""
-    import subprocess
-
-    bwrap = find_bwrap()
-    if bwrap is None:
-        return False
-    res = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"],
-                         capture_output=True)
-    return res.returncode == 0
+from _bwrap import BWRAP_REASON, bwrap_usable  # tests/_bwrap.py
 
 
-BWRAP_REASON = ("bubblewrap is not installed or cannot create namespaces here; "
-                "'make system-deps' or 'apt-get install bubblewrap'")
 
 LIMITS = Limits(wall_seconds=30, memory=1 * GiB, processes=64)
 
@@ -224,7 +210,7 @@ def _probe_notebook():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _bwrap_usable(), reason=BWRAP_REASON)
+@pytest.mark.skipif(not bwrap_usable(), reason=BWRAP_REASON)
 def test_sandbox_run_isolation(tmp_path):
     (tmp_path / "data.txt").write_text("payload")
     (tmp_path / "nb.ipynb").write_text("{}")
@@ -276,7 +262,7 @@ def test_cancel_stops_running_sandbox_at_once(tmp_path):
         "interrupt_on_timeout": True, "raise_on_iopub_timeout": True,
         "error_on_timeout": None, "extra_arguments": []}}
     outcome = {}
-    with Sandbox(Limits(wall_seconds=200), enabled=_bwrap_usable()) as box:
+    with Sandbox(Limits(wall_seconds=200), enabled=bwrap_usable()) as box:
         def target():
             try:
                 box.run(job, tmp_path)
