@@ -94,7 +94,7 @@ def graded(tmp_path_factory):
     home = Path.home()
     listener = _Listener()
     os.environ["COURSE_TEST_SECRET"] = "instructor-secret-value"
-    home_secret = home / ".course-grade-test-secret"
+    home_secret = home / f".course-grade-test-secret-{os.getpid()}"  # per run: no race between runs
     home_secret.write_text("instructor-secret-value")
 
     snoop = _probe_code({
@@ -195,7 +195,7 @@ def graded(tmp_path_factory):
     finally:
         listener.close()
         del os.environ["COURSE_TEST_SECRET"]
-        home_secret.unlink()
+        home_secret.unlink(missing_ok=True)
     yield {"run": run, "course": course, "outside": outside, "home": home,
            "listener": listener, "protected": protected,
            "results": run.by_student()}
