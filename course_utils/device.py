@@ -132,7 +132,11 @@ def seed_everything(seed: int, deterministic: bool | None = False) -> int:
     if deterministic:
         # cuBLAS reads this when its handle is created; it must be set before the first matmul
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(bool(deterministic))
+    want = bool(deterministic)
+    # calling the switch imports torch._dynamo (about a second), so only flip it when it changes
+    if (torch.are_deterministic_algorithms_enabled() != want
+            or (want and torch.is_deterministic_algorithms_warn_only_enabled())):
+        torch.use_deterministic_algorithms(want)
     torch.backends.cudnn.deterministic = bool(deterministic)
     if deterministic:
         torch.backends.cudnn.benchmark = False

@@ -92,6 +92,10 @@ def test_seed_everything_deterministic_switch():
         dv.seed_everything(0, deterministic=True)
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        # a warn-only switch set elsewhere is made strict, not left as it was
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        dv.seed_everything(0, deterministic=True)
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
     finally:
         dv.seed_everything(0, deterministic=False)
     assert not torch.are_deterministic_algorithms_enabled()
