@@ -62,3 +62,15 @@ def smoke_series(smoke_build) -> Path:
         done.append(result)
     write_index(done, smoke_build, "smoke")
     return smoke_build
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """Fashion-MNIST from the local cache (``make data`` / Debian's dataset-fashion-mnist);
+    the tests that need it skip, saying how to get it, when it is missing."""
+    from course_utils.data import load
+
+    try:
+        return load("fashion_mnist", download=False)
+    except (FileNotFoundError, OSError) as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"Fashion-MNIST is not available offline ({exc}); run `make data` first")

@@ -17,16 +17,6 @@ from course_utils.keras.training import EpochCheckpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def fashion():
-    from course_utils.data import load
-
-    try:
-        return load("fashion_mnist", download=False)
-    except (FileNotFoundError, OSError) as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"Fashion-MNIST is not available offline ({exc}); run `make data` first")
-
-
-@pytest.fixture(scope="module")
 def small(fashion):
     """96 training and 64 validation images of all ten classes."""
     return (fashion.x_train[:96], fashion.y_train[:96], fashion.x_test[:64], fashion.y_test[:64])
@@ -68,6 +58,25 @@ def test_tfloader_orders_epochs_by_seed_and_preprocesses():
 
 
 # --- fit, history, checkpoints -------------------------------------------------------------
+
+def test_tfloader_and_fastloader_count_and_build_batches_alike(fashion):
+    """One EpochBatches behind both: steps per epoch, from_data and set_epoch agree."""
+    from course_utils.data import FastLoader
+
+    for bs, drop in ((7, False), (7, True), (64, False)):
+        t = ck.TFLoader(fashion.x_test[:100], fashion.y_test[:100], bs, drop_last=drop)
+        f = FastLoader(fashion.x_test[:100], fashion.y_test[:100], bs, shuffle=False, seed=None,
+                       drop_last=drop)
+        assert len(t) == len(f) == (100 // bs if drop else math.ceil(100 / bs))
+        assert t.num_samples == f.num_samples == 100
+    for cls in (ck.TFLoader, FastLoader):
+        loader = cls.from_data(fashion, "test", 500, shuffle=True, seed=0)
+        assert len(loader) == 20
+        loader.set_epoch(3)
+        assert loader.epoch == 3
+        with pytest.raises(ValueError, match=rf"{cls.__name__}.from_data: split='val'"):
+            cls.from_data(fashion, "val")
+
 
 def test_one_loader_feeds_two_fits(small):
     """The second ``fit`` builds a new pipeline over the same loader; its cached tensors must

@@ -43,7 +43,6 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils.data import load
 from course_utils.data.fast import FastLoader
 from course_utils.device import seed_everything
 from course_utils.experiments import (paired_gain, pretrain_source, scratch_vs_pretrained,
@@ -71,14 +70,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def fashion():
-    try:
-        return load("fashion_mnist", download=False)
-    except (FileNotFoundError, OSError) as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"Fashion-MNIST is not available offline ({exc}); run `make data` first")
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ run resumed at epoch ``e`` (``set_epoch``) sees the batches it would have seen.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from course_utils.data.batching import EpochBatches
 from course_utils.data.transforms import (DEFAULT_RATIO, DEFAULT_SCALE, crop_flip_matrices,
                                           crop_resize_normalize, normalize_batch, random_flip,
                                           resize_center_crop)
@@ -56,7 +56,7 @@ def as_nchw_uint8(x) -> torch.Tensor:
     raise TypeError(f"x must be a NumPy array or torch tensor of uint8 images, got {type(x).__name__}")
 
 
-class FastLoader:
+class FastLoader(EpochBatches):
     """Iterable of ``(xb, yb)``: ``xb`` float32 NCHW (augmented, resized, normalised),
     ``yb`` int64, both on ``device``.
 
@@ -113,25 +113,6 @@ class FastLoader:
     def __repr__(self) -> str:
         return (f"FastLoader(n={len(self.x)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"augment={self.augment!r}, size={self.size}, rgb={self.rgb}, device={self.device})")
-
-    @classmethod
-    def from_data(cls, data, split: str = "train", batch_size: int = 128, **kwargs) -> "FastLoader":
-        """Loader over ``data.x_<split>``/``data.y_<split>`` of an :class:`ImageData`."""
-        if split not in ("train", "test"):
-            raise ValueError(f"split={split!r}: use 'train' or 'test'")
-        return cls(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), batch_size, **kwargs)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.x)
-
-    def __len__(self) -> int:
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration produce epoch ``epoch``'s order and augmentation."""
-        self.epoch = int(epoch)
 
     def _generator(self) -> torch.Generator:
         g = torch.Generator()

@@ -12,11 +12,11 @@ uninterrupted one, and two runs with the same seed see the same batches.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
+from course_utils.data.batching import EpochBatches
 from course_utils.keras._backend import tf
 
 __all__ = ["TFLoader"]
@@ -24,7 +24,7 @@ __all__ = ["TFLoader"]
 _AUGMENTS = (None, "flip")
 
 
-class TFLoader:
+class TFLoader(EpochBatches):
     """Batches of ``(x float32 NHWC, y int64)`` as ``tf.data`` pipelines.
 
     ``x``: uint8 images NHW or NHWC (scaled to [0, 1]) or float arrays (used as they are,
@@ -84,25 +84,6 @@ class TFLoader:
         return (f"TFLoader(n={len(self.x)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"seed={self.seed}, size={self.size}, rgb={self.rgb}, mean={self.mean}, "
                 f"std={self.std}, augment={self.augment!r})")
-
-    @classmethod
-    def from_data(cls, data, split: str = "train", batch_size: int = 128, **kwargs) -> "TFLoader":
-        """A loader over ``data.x_<split>``, ``data.y_<split>`` of an ``ImageData``."""
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        return cls(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), batch_size, **kwargs)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.x)
-
-    def __len__(self) -> int:
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order ``iter(loader)`` and ``dataset()`` give."""
-        self.epoch = int(epoch)
 
     @property
     def element_shape(self) -> tuple:
