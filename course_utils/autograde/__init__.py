@@ -76,10 +76,11 @@ Public API
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
+
+from course_utils._lazy import lazy_getattr
 
 # Imported on first use, so that ``python -m course_utils.autograde._feedback`` (and
 # ``course --help``) do not pay for nbgrader before they need it.
@@ -91,10 +92,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = ["grade_assignment", "GradeRun", "SubmissionResult", "Limits", "Sandbox",

@@ -11,8 +11,7 @@ tree of a ``full``-profile dataset.
 """
 from __future__ import annotations
 
-import importlib
-
+from course_utils._lazy import lazy_getattr
 from course_utils.data.core import (ImageData, UnknownDatasetError, dataset_info, list_datasets,
                                     load, stratified_indices, stratified_split_indices)
 
@@ -27,12 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = ["ImageData", "UnknownDatasetError", "load", "list_datasets", "dataset_info",

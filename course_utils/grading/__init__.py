@@ -14,7 +14,7 @@ The framework modules are imported on first use: a Keras assignment that imports
 """
 from __future__ import annotations
 
-import importlib
+from course_utils._lazy import lazy_getattr
 
 __all__ = [
     "GradingSetupError", "setup_grading", "is_grading",
@@ -43,12 +43,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str):
-    if name in _HOME:
-        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME, globals())
 
 
 def __dir__() -> list[str]:
