@@ -129,16 +129,16 @@ def seed_everything(seed: int, deterministic: bool | None = False) -> int:
     if deterministic is None:
         log.debug("seeded python, numpy and torch with %d", seed)
         return seed
-    if deterministic:
+    want = bool(deterministic)
+    if want:
         # cuBLAS reads this when its handle is created; it must be set before the first matmul
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    want = bool(deterministic)
     # calling the switch imports torch._dynamo (about a second), so only flip it when it changes
     if (torch.are_deterministic_algorithms_enabled() != want
             or (want and torch.is_deterministic_algorithms_warn_only_enabled())):
         torch.use_deterministic_algorithms(want)
-    torch.backends.cudnn.deterministic = bool(deterministic)
-    if deterministic:
+    torch.backends.cudnn.deterministic = want
+    if want:
         torch.backends.cudnn.benchmark = False
     log.debug("seeded python, numpy and torch with %d (deterministic=%s)", seed, deterministic)
     return seed
