@@ -57,8 +57,6 @@ def test_tfloader_orders_epochs_by_seed_and_preprocesses():
         ck.TFLoader(x, y, shuffle=True, seed=None)
 
 
-# --- fit, history, checkpoints -------------------------------------------------------------
-
 def test_tfloader_and_fastloader_count_and_build_batches_alike(fashion):
     """One EpochBatches behind both: steps per epoch, from_data and set_epoch agree."""
     from course_utils.data import FastLoader
@@ -77,6 +75,8 @@ def test_tfloader_and_fastloader_count_and_build_batches_alike(fashion):
         with pytest.raises(ValueError, match=rf"{cls.__name__}.from_data: split='val'"):
             cls.from_data(fashion, "val")
 
+
+# --- fit, history, checkpoints -------------------------------------------------------------
 
 def test_one_loader_feeds_two_fits(small):
     """The second ``fit`` builds a new pipeline over the same loader; its cached tensors must
