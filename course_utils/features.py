@@ -328,7 +328,9 @@ def extract_features(model: nn.Module, data, *, layer: str | None = None, transf
         hit = load_cached_features(key, cache_dir)
         if hit is not None:
             log.info("feature cache hit %s (%s)", key, model_name)
-            return hit
+            # only arrays (which carry no labels) or an explicit key reach the cache with
+            # return_labels: the answer has the same shape as a cold run's
+            return (hit, None) if return_labels else hit
 
     feats, labels = _compute(model, data, transform, target, where, batch_size, device,
                              progress, f"features {model_name}" + (f"/{layer}" if layer else ""))

@@ -59,7 +59,7 @@ _SYNC_EVERY = 16
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training or validation loss became NaN or infinite."""
 
 
 def _adam(params, lr, wd):
@@ -222,6 +222,17 @@ def _raise_nonfinite(bad, meter: _Meter, epoch: int, optimizer) -> None:
         "check the inputs for NaN, or pass clip_grad_norm=1.0")
 
 
+def _raise_nonfinite_eval(bad, epoch: int | None) -> None:
+    """A non-finite loss on held-out data: the mean over the other batches would be a
+    silently different number (early stopping and the best checkpoint trust it), so stop."""
+    index, value = bad
+    where = f"at epoch {epoch}, batch {index}" if epoch is not None else f"at batch {index}"
+    raise NonFiniteLossError(
+        f"the validation loss became {value} {where} of the evaluation data. Check those "
+        "inputs and labels for NaN or out-of-range values, and the model's outputs (a "
+        "diverged model gives inf logits); with amp=True, try amp=False")
+
+
 def _check_bad_everywhere(bad, device) -> tuple[int, float] | None:
     """Under DDP all ranks must stop together: share the first bad batch index."""
     if ddp.world_size() == 1:
@@ -334,7 +345,8 @@ def _step(optimizer, scaler, params, clip_grad_norm) -> None:
 
 
 @torch.no_grad()
-def _evaluate(model, data, *, dev, loss_fn, metrics, amp_dt, channels_last, shard) -> dict:
+def _evaluate(model, data, *, dev, loss_fn, metrics, amp_dt, channels_last, shard,
+              epoch: int | None = None) -> dict:
     was_training = model.training
     model.eval()
     meter = _Meter(metrics)
@@ -353,11 +365,19 @@ def _evaluate(model, data, *, dev, loss_fn, metrics, amp_dt, channels_last, shar
                 loss = loss_fn(out, y)
             meter.add(index, loss, out, y)
             if len(meter.pending) >= _SYNC_EVERY:
-                meter.flush()
-        meter.flush()
+                _check_eval_flush(meter, dev, shard, epoch)
+        _check_eval_flush(meter, dev, shard, epoch)
     finally:
         model.train(was_training)
     return meter.result(dev, reduce=shard and ddp.world_size() > 1)
+
+
+def _check_eval_flush(meter: _Meter, dev, shard: bool, epoch: int | None) -> None:
+    bad = meter.flush()
+    if shard:
+        bad = _check_bad_everywhere(bad, dev)
+    if bad:
+        _raise_nonfinite_eval(bad, epoch)
 
 
 def evaluate(model: nn.Module, data: Iterable, *, device=None, loss_fn=None,
@@ -366,7 +386,9 @@ def evaluate(model: nn.Module, data: Iterable, *, device=None, loss_fn=None,
     """Mean loss and accuracy of ``model`` over ``data`` (an iterable of ``(x, y)``
     batches), in eval mode without gradients: ``{"loss": ..., "acc": ..., **metrics}``.
     Averages are over samples, not batches, so a short last batch counts for what it is.
-    ``metrics`` maps a name to ``fn(outputs, targets) -> batch mean``."""
+    ``metrics`` maps a name to ``fn(outputs, targets) -> batch mean``. A NaN or infinite
+    loss on any batch raises :class:`NonFiniteLossError` (a mean over the other batches
+    would be a different, silently wrong number)."""
     dev = get_device(device)
     model.to(dev)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -470,7 +492,8 @@ def fit(model: nn.Module, train: Iterable, val: Iterable | None = None, *, epoch
     Under ``torchrun`` (or an initialised ``torch.distributed``) the model is wrapped in
     ``DistributedDataParallel`` and each global batch is split between the processes (see
     :mod:`course_utils.distributed`); only rank 0 writes checkpoints and shows progress.
-    Raises :class:`NonFiniteLossError` when the loss becomes NaN or infinite.
+    Raises :class:`NonFiniteLossError` when the training or the validation loss becomes NaN
+    or infinite.
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs = {epochs!r}; it must be a positive int")
@@ -549,7 +572,8 @@ def fit(model: nn.Module, train: Iterable, val: Iterable | None = None, *, epoch
             va = None
             if val is not None:
                 va = _evaluate(model, val, dev=dev, loss_fn=loss_fn, metrics=metrics,
-                               amp_dt=amp_dt, channels_last=channels_last, shard=distributed)
+                               amp_dt=amp_dt, channels_last=channels_last, shard=distributed,
+                               epoch=e + 1)
             if sched is not None and scheduler_interval == "epoch":
                 if plateau:
                     sched.step(va["loss"] if va else tr["loss"])

@@ -70,6 +70,16 @@ def test_cache_hit_skips_the_network_and_a_changed_key_misses(cnn, images, tmp_p
     assert len(list(tmp_path.glob("*.npy"))) == 5
 
 
+def test_return_labels_gives_a_pair_on_a_cold_and_a_warm_cache(cnn, images, tmp_path):
+    """Regression (issue 15): the cache-hit path returned the bare array."""
+    cold = F.extract_features(cnn, images, cache_dir=tmp_path, progress=False, return_labels=True)
+    warm = F.extract_features(cnn, images, cache_dir=tmp_path, progress=False, return_labels=True)
+    for got in (cold, warm):
+        assert isinstance(got, tuple) and len(got) == 2
+        assert got[0].shape == (10, 256) and got[1] is None
+    np.testing.assert_array_equal(cold[0], warm[0])
+
+
 def test_features_are_the_layer_outputs_globally_pooled(cnn, images):
     x = F.default_transform(cnn)(images)
     assert isinstance(F.default_transform(cnn), F.ArrayTransform)

@@ -252,6 +252,23 @@ def test_nan_loss_raises_with_epoch_batch_and_lr_advice():
         tr.fit(mlp(), batches(x, y, 16), epochs=3, lr=0.1, loss_fn=loss_fn, progress=False)
 
 
+def test_a_nonfinite_validation_loss_raises_instead_of_dropping_batches():
+    """Regression (issue 15): one NaN validation batch made the meter drop every pending
+    batch, so val_loss/val_acc silently came from fewer batches."""
+    x, y = blobs(64)
+    xv, yv = blobs(64, seed=1)
+    val = batches(xv, yv, 8)
+
+    def loss_fn(out, t):
+        loss = nn.functional.cross_entropy(out, t)
+        return loss * float("nan") if not torch.is_grad_enabled() and t is val[5][1] else loss
+
+    with pytest.raises(tr.NonFiniteLossError, match=r"validation loss became nan at epoch 1, batch 6"):
+        tr.fit(mlp(), batches(x, y, 16), val, epochs=2, loss_fn=loss_fn, progress=False)
+    with pytest.raises(tr.NonFiniteLossError, match=r"validation loss became nan at batch 6"):
+        tr.evaluate(mlp(), val, loss_fn=loss_fn)
+
+
 def test_exploding_lr_is_reported():
     x, y = blobs(64)
     x = x * 1e3
