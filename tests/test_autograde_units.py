@@ -43,9 +43,13 @@ def _nb():
     ])
 
 
-def _cell_event(i, outputs=()):
+def _cell_event(i, outputs=(), reply=None):
+    if reply is None:  # what the kernel replies: an error output means status "error"
+        errors = [o for o in outputs if o.get("output_type") == "error"]
+        reply = ({"status": "error", "ename": errors[0]["ename"], "evalue": "", "traceback": []}
+                 if errors else {"status": "ok"})
     return {"event": "cell", "index": i, "outputs": list(outputs), "execution_count": i,
-            "execution": {}, "dropped_output_bytes": 0, "processes": 3}
+            "execution": {}, "dropped_output_bytes": 0, "processes": 3, "reply": reply}
 
 
 def _score(nb):
@@ -62,6 +66,24 @@ def test_merge_complete_run_gives_full_marks():
     merge_run(nb, SandboxRun(events=events, returncode=0), LIMITS, rec)
     assert _score(nb) == 5 and rec.status == "ok" and rec.notes == []
     assert nb.metadata["language_info"] == {"name": "python"}
+
+
+def test_merge_decides_from_the_execute_reply_not_the_outputs():
+    """A test cell whose reply says error scores zero even when it displayed nothing
+    (student code silenced the traceback); one without a reply scores zero too."""
+    nb, rec = _nb(), SubmissionLog("s")
+    hidden = {"status": "error", "ename": "AssertionError", "evalue": "x != 1",
+              "traceback": ["AssertionError: x != 1"]}
+    events = [{"event": "ready"}, _cell_event(1), _cell_event(2),
+              _cell_event(3, [{"output_type": "stream", "name": "stdout", "text": "ok\n"}],
+                          reply=hidden),
+              _cell_event(4), dict(_cell_event(5), reply=None), {"event": "done"}]
+    merge_run(nb, SandboxRun(events=events, returncode=0), LIMITS, rec)
+    assert [o["output_type"] for o in nb.cells[3].outputs] == ["stream", "error"]
+    assert nb.cells[3].outputs[1]["ename"] == "AssertionError"
+    assert nb.cells[5].outputs[-1]["ename"] == "NoReply"
+    assert _score(nb) == 0
+    nbformat.validate(nb)
 
 
 def test_merge_dead_kernel_zeroes_tests_that_never_ran():

@@ -31,6 +31,16 @@ open files, no core dumps); a per-cell timeout (nbgrader's ``Execute.timeout``) 
 a wall-clock deadline per submission enforced from outside by killing the sandbox's
 PID namespace.
 
+*A test passes only when the kernel says so.*  Each cell's execute reply comes back
+with its outputs; a cell whose reply is not ``ok`` gets an error output even when the
+student's code hid the traceback (a custom exception handler, ``bdb.BdbQuit``, a
+replaced ``showtraceback``, ``clear_output``), as nbgrader's ``Execute`` does.  The
+kernel imports ``course_utils`` from the installed package before any student code and
+keeps the submission's folder at the end of ``sys.path`` (``python -P``), so a
+``course_utils/`` folder shipped with the notebook cannot replace the checkers.
+``tests/test_autograde_tricks.py`` grades a corpus of such tricks with both graders:
+``course grade`` never gives more than ``nbgrader autograde``.
+
 *A hostile or broken submission is still graded.*  Cells that ran keep their
 outputs; the cell that was running when the kernel died, hung or the deadline struck
 gets an error, and every later code cell gets a ``NotExecuted`` error, so tests that

@@ -16,9 +16,10 @@ It has two modes:
     to the results pipe (read by the grader outside), so that whatever was
     executed before a crash, a kill or a timeout is already safe outside.
 
-``_runner.py kernel LIMITS_JSON ARGS...``
+``_runner.py kernel LIMITS_JSON PACKAGE_DIR ARGS...``
     The kernel launcher (the ``argv`` of the sandbox's kernelspec).  It applies the
-    resource limits to itself and then ``exec``\\ s ``python -m ipykernel_launcher ARGS``,
+    resource limits to itself and then ``exec``\\ s the kernel (``ipykernel`` mode,
+    which imports the package at PACKAGE_DIR before the submission can shadow it),
     so the limits bind the student's kernel and every process it starts, but not the
     runner above, which must survive a memory bomb to report what happened.
 
@@ -27,7 +28,8 @@ Events written to the results pipe, one JSON object per line::
     {"event": "ready", "language_info": {...}, "kernel_pid": pid}
     {"event": "start", "index": i}                    # cell i is about to run
     {"event": "cell", "index": i, "outputs": [...], "execution_count": n,
-     "execution": {...}, "dropped_output_bytes": k, "processes": p}
+     "execution": {...}, "dropped_output_bytes": k, "processes": p,
+     "reply": {"status": "ok"|"error"|..., "ename": ..., "evalue": ..., "traceback": [...]}}
     {"event": "kernel_died", "index": i, "returncode": rc}
     {"event": "unresponsive", "index": i, "message": "..."}
     {"event": "error", "index": i, "message": "..."}
@@ -76,9 +78,44 @@ def apply_limits(limits: dict) -> None:
 
 
 def kernel_main(argv: list[str]) -> None:
-    """Kernel launcher: limit this process, then become the IPython kernel."""
+    """Kernel launcher: limit this process, then become the IPython kernel.
+
+    The kernel starts as ``python -P runner.py ipykernel PACKAGE_DIR ...`` (see
+    :func:`ipykernel_main`): ``-P`` keeps the working directory, which holds the
+    submission's files, off the front of ``sys.path``.
+    """
     apply_limits(json.loads(argv[0]))
-    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-P", os.path.abspath(__file__), "ipykernel",
+                              *argv[1:]])
+
+
+def ipykernel_main(argv: list[str]) -> None:
+    """Start the IPython kernel so that the submission cannot shadow installed packages.
+
+    A ``course_utils/`` (or ``numpy/``) folder shipped next to the notebook would
+    otherwise be imported instead of the real package -- IPython puts the working
+    directory before site-packages, and an editable install's finder comes after every
+    ``sys.path`` entry -- and its fake checkers would pass every test.  So: the package
+    named by ``argv[0]`` (its directory; ``course_utils`` when grading the course) is
+    imported first and checked to come from there, the working directory goes to the
+    *end* of ``sys.path`` (a student's helper module still imports, an installed
+    package always wins), and IPython is told not to add it again (``-P`` sets
+    ``sys.flags.safe_path``, which IPython respects).
+    """
+    pinned, args = argv[0], argv[1:]
+    if pinned:
+        name = os.path.basename(pinned.rstrip("/"))
+        module = __import__(name)
+        origin = os.path.dirname(os.path.realpath(getattr(module, "__file__", "") or ""))
+        if origin != os.path.realpath(pinned):
+            raise SystemExit(f"{name} was imported from {origin}, not from {pinned}: "
+                             "refusing to run the submission")
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", cwd)] + [cwd]
+    from ipykernel import kernelapp
+
+    sys.argv = [sys.argv[0], *args]
+    kernelapp.launch_new_instance()
 
 
 def drop_privileges() -> None:
@@ -142,7 +179,8 @@ def write_kernelspec(job: dict) -> None:
     os.makedirs(kdir, exist_ok=True)
     spec = {
         "argv": [sys.executable, "-I", "-S", os.path.abspath(__file__), "kernel",
-                 json.dumps(job["kernel_limits"]), "-f", "{connection_file}"],
+                 json.dumps(job["kernel_limits"]), job.get("pin_package") or "",
+                 "-f", "{connection_file}"],
         "display_name": "Python 3 (sandboxed grading)",
         "language": "python",
         "metadata": {"debugger": False},
@@ -191,6 +229,23 @@ async def _wait_for_ready(kc, timeout: float | None = None) -> None:
             break
 
 
+def reply_summary(execute_reply: dict | None) -> dict | None:
+    """What the grader needs of a cell's execute reply: its ``status`` (a test cell
+    passes only when it is ``ok``) and, for an error, the exception's name, value and
+    traceback (cut short: the student's code chooses them)."""
+    if not execute_reply:
+        return None
+    content = execute_reply.get("content") or {}
+    summary = {"status": str(content.get("status"))[:20]}
+    if summary["status"] != "ok":
+        tb = content.get("traceback") or []
+        summary.update(ename=str(content.get("ename", ""))[:200],
+                       evalue=str(content.get("evalue", ""))[:2000],
+                       traceback=[str(line)[:2000] for line in tb[-20:]] if isinstance(tb, list)
+                       else [])
+    return summary
+
+
 async def execute(job: dict, emit, count: bool = True) -> None:
     # jsonschema builds an IRI grammar at import (about 1.5 s) when rfc3987_syntax is
     # installed; the runner never validates IRIs, so skip it (jsonschema treats the
@@ -209,10 +264,12 @@ async def execute(job: dict, emit, count: bool = True) -> None:
 
     class CappedClient(NotebookClient):
         """Drops outputs beyond ``max_output_bytes`` per cell so a print loop cannot
-        exhaust the runner's memory; the count of dropped bytes goes back with the cell."""
+        exhaust the runner's memory; the count of dropped bytes goes back with the cell.
+        Keeps each cell's execute reply (see :func:`reply_summary`)."""
 
         dropped: dict[int, int] = {}
         kept: dict[int, int] = {}
+        replies: dict[int, dict] = {}
 
         def output(self, outs, msg, display_id, cell_index):
             if max_bytes:
@@ -222,6 +279,9 @@ async def execute(job: dict, emit, count: bool = True) -> None:
                     return None
                 self.kept[cell_index] = self.kept.get(cell_index, 0) + size
             return super().output(outs, msg, display_id, cell_index)
+
+    def cell_executed(cell, cell_index, execute_reply):
+        CappedClient.replies[cell_index] = reply_summary(execute_reply)
 
     nb = nbformat.from_dict(job["notebook"])
     execute_opts = job["execute"]
@@ -238,6 +298,7 @@ async def execute(job: dict, emit, count: bool = True) -> None:
         allow_errors=True,
         record_timing=True,
         shutdown_kernel="immediate",
+        on_cell_executed=cell_executed,
         resources={"metadata": {"path": job["work_dir"]}},
     )
     max_procs = 0
@@ -291,6 +352,7 @@ async def execute(job: dict, emit, count: bool = True) -> None:
                   "execution_count": cell.get("execution_count"),
                   "execution": cell.get("metadata", {}).get("execution", {}),
                   "dropped_output_bytes": client.dropped.get(index, 0),
+                  "reply": client.replies.get(index),
                   "processes": procs})
             if fatal is not None:
                 emit(fatal)
@@ -350,6 +412,8 @@ def self_test() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "kernel":
         kernel_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "ipykernel":
+        ipykernel_main(sys.argv[2:])
     elif "--self-test" in sys.argv[1:]:
         sys.exit(self_test())
     else:

@@ -121,6 +121,7 @@ def merge_run(nb: NotebookNode, run, limits, record: SubmissionLog) -> NotebookN
     fatal_reason = None
     ready = False
     max_procs = 0
+    replies: dict[int, dict | None] = {}
     for event in run.events:
         kind = event.get("event")
         index = event.get("index")
@@ -136,6 +137,7 @@ def merge_run(nb: NotebookNode, run, limits, record: SubmissionLog) -> NotebookN
             cell.execution_count = event.get("execution_count")
             if event.get("execution"):
                 cell.metadata["execution"] = event["execution"]
+            replies[index] = event.get("reply")
             if event.get("dropped_output_bytes"):
                 cell.outputs.append(new_output(
                     "stream", name="stdout",
@@ -189,6 +191,10 @@ def merge_run(nb: NotebookNode, run, limits, record: SubmissionLog) -> NotebookN
                        "that had not finished score zero.")
             log.warning("%s: %s\n%s", record.student, reason, run.log_tail[-2000:])
 
+    for index, reply in replies.items():
+        if reply is None and index == fatal_index:
+            continue  # the fatal error below says why no reply came
+        _apply_reply(nb.cells[index], reply)
     if fatal_index is not None and fatal_reason is not None:
         cell = nb.cells[fatal_index]
         if not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
@@ -204,6 +210,34 @@ def merge_run(nb: NotebookNode, run, limits, record: SubmissionLog) -> NotebookN
 
     _scan_outputs(nb, limits, record, max_procs)
     return nb
+
+
+def _apply_reply(cell: NotebookNode, reply: dict | None) -> None:
+    """Make the cell's outputs say what the kernel's execute reply says.
+
+    nbgrader scores a test cell from its outputs (an error output: zero), but student
+    code decides what a cell displays: a custom exception handler, a traceback renderer
+    that fails, ``bdb.BdbQuit``, a replaced ``showtraceback`` or a ``clear_output`` hook
+    all leave a failed test without an error output.  The reply's ``status`` is what
+    counts: unless it is ``ok``, the cell gets an error output (the reply's exception,
+    or ``NoReply`` when none came), as nbgrader's ``Execute.on_cell_executed`` does;
+    an error output already there with the same name is kept instead of a copy.
+    """
+    status = reply.get("status") if isinstance(reply, dict) else None
+    if status == "ok":
+        return
+    reply = reply if isinstance(reply, dict) else {}
+    ename = reply.get("ename") or ("NoReply" if status is None else "Error")
+    if any(o.get("output_type") == "error" and o.get("ename") == ename
+           for o in cell.get("outputs", [])):
+        return
+    evalue = reply.get("evalue") or ("the kernel sent no reply for this cell"
+                                     if status is None else f"the cell ended with status "
+                                     f"'{status}'")
+    out = _error(ename, evalue)
+    tb = [line for line in reply.get("traceback") or [] if isinstance(line, str)]
+    out["traceback"] = tb or [f"{ename}: {evalue} (the traceback was not shown)"]
+    cell.setdefault("outputs", []).append(out)
 
 
 def _describe_exit(rc) -> str:

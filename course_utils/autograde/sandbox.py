@@ -407,7 +407,8 @@ class Sandbox:
             # kernel from starting threads.
             rlimits.pop("nproc")
         job.update(results_fd=write_fd, kernel_limits=rlimits,
-                   max_output_bytes=self.limits.max_output_bytes)
+                   max_output_bytes=self.limits.max_output_bytes,
+                   pin_package=_course_utils_dir())
         run_tmp = Path(tempfile.mkdtemp(prefix="run-", dir=self._tmp))
         log_path = run_tmp / "log.txt"
         if input_dir is not None:
@@ -544,6 +545,14 @@ class Sandbox:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _course_utils_dir() -> str:
+    """The installed ``course_utils`` package, which the kernel imports before any
+    file of the submission can shadow it (see ``_runner.ipykernel_main``)."""
+    import course_utils
+
+    return os.path.realpath(os.path.dirname(course_utils.__file__))
 
 
 def _readable_copy(src: Path, dst: Path, exclude=()) -> Path:

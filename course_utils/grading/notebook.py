@@ -9,6 +9,11 @@ executes the notebook (``NBGRADER_EXECUTION`` is set by ``nbgrader autograde`` a
 ``nbgrader validate``), sends stderr to stdout: the messages still appear in the graded
 notebook and the feedback, and exceptions still fail the cell, because the kernel reports
 them as error outputs, not on stderr.
+
+The routing cannot hide a failure: whether a test cell passed is decided from the
+kernel's execute reply (``status: error`` fails it, whatever was printed or where), by
+nbgrader's ``Execute.on_cell_executed`` and by ``course grade`` alike
+(``course_utils.autograde.execute._apply_reply``).
 """
 from __future__ import annotations
 
