@@ -111,6 +111,9 @@ def both(tmp_path_factory):
         (shadow / "course_utils" / "grading").mkdir(parents=True)
         (shadow / "course_utils" / "__init__.py").write_text(SHADOW_INIT)
         (shadow / "course_utils" / "grading" / "__init__.py").write_text(SHADOW_GRADING)
+        helper = add_submission(c, "tr1", "helper", answers={"answer": "from helper_mod import answer"},
+                                base="release")
+        (helper / "helper_mod.py").write_text("def answer():\n    return 3.0\n")
         courses[side] = c
     _nbgrader_autograde(courses["nbgrader"], "tr1")
     run = grade_assignment("tr1", courses["course"], workers=2, progress=False, feedback=False,
@@ -133,7 +136,9 @@ def _cell_scores(course: Path) -> dict[str, dict[str, float]]:
 
 
 def test_honest_and_wrong_agree_with_nbgrader(both):
-    for student, total in (("honest", 2.0), ("wrong", 0.0)):
+    # "helper" imports its answer from a module shipped next to the notebook: the
+    # submission's folder is still importable, after the installed packages.
+    for student, total in (("honest", 2.0), ("wrong", 0.0), ("helper", 2.0)):
         assert both["course"][student] == both["nbgrader"][student], student
         assert sum(both["course"][student].values()) == total, both["course"][student]
 
