@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 
-import numpy as np
 import torch
 from torch import nn
+
+from course_utils.seeding import seed_python_numpy
 
 __all__ = ["ENV_VAR", "get_device", "describe_device", "seed_everything", "autocast",
            "amp_dtype", "to_channels_last"]
@@ -116,15 +116,10 @@ def seed_everything(seed: int, deterministic: bool | None = False) -> int:
     and the cuBLAS workspace setting CUDA needs). On the CPU runs are already repeatable; on
     a GPU this trades speed for bit-identical reruns. ``False`` switches those settings off
     again; ``None`` leaves them as they are (``fit`` seeds this way, so it does not undo a
-    determinism switch set by the notebook). Returns the seed.
+    determinism switch set by the notebook). Returns the seed. A seed that is not an int
+    raises ``TypeError``, one outside ``0 <= seed < 2**32`` ``ValueError`` (both twins).
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
-    seed = int(seed)
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed = {seed} is out of range; NumPy needs 0 <= seed < 2**32")
-    random.seed(seed)
-    np.random.seed(seed)
+    seed = seed_python_numpy(seed)  # TypeError / ValueError as on the Keras side
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic is None:
         log.debug("seeded python, numpy and torch with %d", seed)

@@ -28,7 +28,7 @@ from torch import nn
 
 __all__ = ["is_distributed", "init_distributed", "world_size", "rank", "local_rank",
            "is_main_process", "shard", "all_reduce_sum", "average_gradients", "barrier",
-           "wrap_model", "unwrap_model", "cleanup"]
+           "wrap_model", "cleanup"]
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +140,6 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         return DistributedDataParallel(model, device_ids=[device.index], output_device=device.index)
     return DistributedDataParallel(model)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside a DDP (or ``DataParallel``) wrapper."""
-    return model.module if hasattr(model, "module") and isinstance(
-        model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 def cleanup() -> None:

@@ -467,23 +467,29 @@ def _atomic_save(obj, path: Path) -> None:
 def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequence[int] = (10,),
                         seeds: Sequence[int] = (0, 1, 2), *, pretrain_epochs: int = 2,
                         pretrain_per_class: int | None = None, pretrain_seed: int = 0,
-                        pretrain_scheduler: str | None = None,
+                        pretrain_batch_size: int = 128, pretrain_lr: float = 1e-3,
+                        pretrain_n_test: int | None = None, pretrain_scheduler: str | None = None,
                         source_classes: Sequence[int] = SOURCE_CLASSES,
                         target_classes: Sequence[int] = TARGET_CLASSES,
                         cache_dir: str | Path | None = None, trainer: Callable | None = None,
                         finetune_kwargs: Mapping[str, Any] | None = None, progress: bool = True,
                         **train_kwargs):
     """The course's standard transfer experiment in one call: pretrain ``model_name`` on the
-    source classes (cached, see :func:`pretrain_source`), then compare fine-tuning it with
-    training from scratch on ``sizes`` images per class of the target classes, scored on
-    the target test split. Returns the table of :func:`scratch_vs_pretrained`."""
+    source classes (cached, see :func:`pretrain_source`; the ``pretrain_*`` arguments are its
+    ``epochs``, ``per_class``, ``seed``, ``batch_size``, ``lr``, ``n_test`` and ``scheduler``),
+    then compare fine-tuning it with training from scratch on ``sizes`` images per class of
+    the target classes, scored on the target test split. ``trainer`` (default
+    :func:`torch_trainer`) gets ``train_kwargs``. Returns the table of
+    :func:`scratch_vs_pretrained`. The Keras twin takes the same arguments."""
     if data is None:
         from course_utils.data import load
 
         data = load("fashion_mnist")
     _, target = source_target_split(data, source_classes, target_classes)
     state = pretrain_source(model_name, data, epochs=pretrain_epochs, seed=pretrain_seed,
-                            per_class=pretrain_per_class, source_classes=source_classes,
-                            scheduler=pretrain_scheduler, cache_dir=cache_dir, progress=progress)
+                            per_class=pretrain_per_class, batch_size=pretrain_batch_size,
+                            lr=pretrain_lr, source_classes=source_classes,
+                            scheduler=pretrain_scheduler, n_test=pretrain_n_test,
+                            cache_dir=cache_dir, progress=progress)
     return scratch_vs_pretrained(model_name, state, target, sizes, seeds, trainer=trainer,
                                  finetune_kwargs=finetune_kwargs, progress=progress, **train_kwargs)

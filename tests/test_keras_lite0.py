@@ -92,14 +92,14 @@ def test_damaged_cache_is_converted_again(keras_lite0, course_data, caplog):
                                   keras_lite0.get_layer("top_conv").get_weights()[0])
 
 
-def test_layer_groups_follow_the_keras_names(keras_lite0):
-    groups = ck.layer_groups(keras_lite0)
-    assert list(groups) == ["stem", "block1", "block2", "block3", "block4", "block5", "block6",
-                            "block7", "head", "classifier"]
-    assert groups["block6"][0] == "block6a_expand_conv"
-    assert groups["block6"][-1] == "block6d_add"
+def test_layer_groups_have_the_pytorch_names_over_keras_layers(keras_lite0):
+    groups = {g: [layer.name for layer in ls] for g, ls in ck.layer_groups(keras_lite0).items()}
+    assert list(groups) == ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6",
+                            "stage7", "head", "classifier"]
+    assert groups["stage6"][0] == "block6a_expand_conv"
+    assert groups["stage6"][-1] == "block6d_add"
     assert groups["classifier"] == ["avg_pool", "top_dropout", "predictions"]
-    n_blocks = len({name[:7] for g in range(1, 8) for name in groups[f"block{g}"]})
+    n_blocks = len({name[:7] for g in range(1, 8) for name in groups[f"stage{g}"]})
     assert n_blocks == 16
     assert keras_lite0.count_params() - sum(
         int(np.prod(w.shape)) for w in keras_lite0.non_trainable_weights) == 4_652_008
@@ -112,7 +112,7 @@ def test_unfreezing_the_top_block_keeps_bn_statistics_only_with_training_false(
     base = ck.create_model("efficientnet_lite0", weights="imagenet", include_top=False,
                            input_shape=(32, 32, 3))
     model = ck.build_transfer_model(base, 3, base_training=base_training)
-    ck.unfreeze_top(model, from_layer="block7", lr=1e-3)
+    ck.unfreeze_top(model, from_layer="stage7", lr=1e-3)
     trainable_bn = {layer.name for layer in base.layers
                     if isinstance(layer, ck.keras.layers.BatchNormalization) and layer.trainable}
     assert trainable_bn == {"block7a_expand_bn", "block7a_bn", "block7a_project_bn", "top_bn"}

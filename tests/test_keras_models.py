@@ -63,7 +63,7 @@ def test_small_cnn_computes_the_pytorch_function():
 def test_keras_applications_build_without_weights_at_small_sizes():
     expected = {
         "vgg16": (512, [f"block{i}" for i in range(1, 6)]),
-        "mobilenet_v2": (1280, ["stem"] + [f"block{i}" for i in range(1, 17)] + ["head"]),
+        "mobilenet_v2": (1280, ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"]),
         "resnet50_v2": (2048, ["stem", "conv2", "conv3", "conv4", "conv5", "head"]),
     }
     for name, (channels, groups) in expected.items():

@@ -262,8 +262,8 @@ def test_learning_curve_takes_a_keras_train_and_score():
         return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                                  keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
 
-    result = ck.learning_curve(tiny_mlp, x, y, sizes=[20, 600], seeds=(0, 1), epochs=8,
-                               lr=3e-3, progress=False)
+    result = ck.learning_curve(ck.train_and_score(tiny_mlp, epochs=8, lr=3e-3), x, y,
+                               sizes=[20, 600], seeds=(0, 1), progress=False, label="keras")
     assert result.train_errors.shape == result.val_errors.shape == (2, 2)
     assert ((0 <= result.val_errors) & (result.val_errors <= 1)).all()
     assert result.val_mean[1] < result.val_mean[0] - 0.1  # more data, lower validation error

@@ -29,8 +29,17 @@ def test_registry_lists_the_course_models():
                                "vgg16"]
     with pytest.raises(ValueError, match="unknown model 'resnet50'.*small_cnn"):
         M.create_model("resnet50")
-    with pytest.raises(ValueError, match="no weights 'IMAGENET1K_V1'.*'imagenet'"):
-        M.create_model("efficientnet_lite0", weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="no weights 'IMAGENET1K_V2'.*'IMAGENET1K_V1'.*'DEFAULT'"):
+        M.create_model("efficientnet_lite0", weights="IMAGENET1K_V2")
+
+
+def test_register_refuses_a_duplicate_name():
+    from course_utils.models import registry
+
+    spec = M.get_spec("small_cnn")
+    with pytest.raises(ValueError, match="'small_cnn' is already registered"):
+        registry.register(spec)
+    assert registry.REGISTRY["small_cnn"] is spec
 
 
 def test_lite0_classifies_chelsea_as_a_cat_and_coffee_as_espresso(lite0):

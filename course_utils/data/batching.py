@@ -35,3 +35,13 @@ class EpochBatches:
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce epoch ``epoch``'s order (and augmentation)."""
         self.epoch = int(epoch)
+
+    def _next_epoch(self) -> int:
+        """The epoch an iteration (``iter(loader)``) produces; the one after comes next.
+
+        Both twins advance on iteration, so a plain ``for epoch in ...: for xb, yb in
+        loader`` sees a new shuffle every epoch in either framework, and ``set_epoch``
+        (what ``fit`` calls) chooses the epoch explicitly."""
+        epoch = self.epoch
+        self.epoch = epoch + 1
+        return epoch

@@ -63,8 +63,9 @@ class FastLoader(EpochBatches):
     Parameters
     ----------
     x, y : uint8 images (NHW/NHWC NumPy as in ``ImageData``, or NCHW tensor) and labels.
-    batch_size : images per batch.
-    shuffle, seed : reshuffle every epoch from ``seed`` (required when shuffling or augmenting).
+    batch_size : images per batch (default 32, as ``TFLoader``).
+    shuffle, seed : reshuffle every epoch from ``seed`` (an int when shuffling or augmenting);
+        defaults ``False`` and ``0``, as ``TFLoader``.
     augment : ``None`` (evaluation), ``"flip"`` (horizontal flip), ``"crop_flip"`` (the
         anchors' RandomResizedCrop + flip; needs ``size``), ``"crop"`` (RandomResizedCrop
         only), or a callable ``f(batch float NCHW in [0, 255], generator) -> batch``.
@@ -76,9 +77,13 @@ class FastLoader(EpochBatches):
     scale, ratio : RandomResizedCrop ranges (torchvision's defaults).
     crop_pct : evaluation resize (``augment=None``/``"flip"``): resize to ``size / crop_pct``
         then centre-crop ``size``; 1.0 (default) resizes straight to ``size``.
+
+    The Keras twin is ``course_utils.keras.TFLoader`` (same arguments and defaults; it also
+    takes ``y=None`` for unlabelled images, and has no ``device``/``scale``/``ratio``/
+    ``crop_pct``). Both advance to the next epoch's order each time they are iterated.
     """
 
-    def __init__(self, x, y, batch_size: int, *, shuffle: bool, seed: int | None,
+    def __init__(self, x, y, batch_size: int = 32, *, shuffle: bool = False, seed: int | None = 0,
                  augment: str | Callable | None = None, size: int | None = None,
                  rgb: bool = False, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, device="cpu", drop_last: bool = False,
@@ -114,9 +119,9 @@ class FastLoader(EpochBatches):
         return (f"FastLoader(n={len(self.x)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"augment={self.augment!r}, size={self.size}, rgb={self.rgb}, device={self.device})")
 
-    def _generator(self) -> torch.Generator:
+    def _generator(self, epoch: int) -> torch.Generator:
         g = torch.Generator()
-        g.manual_seed((int(self.seed or 0) * 1_000_003 + self.epoch) % (2 ** 63))
+        g.manual_seed((int(self.seed or 0) * 1_000_003 + epoch) % (2 ** 63))
         return g
 
     def transform_batch(self, xb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -138,8 +143,7 @@ class FastLoader(EpochBatches):
         return normalize_batch(x, self.mean, self.std, rgb=self.rgb)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = self._generator()
-        self.epoch += 1
+        g = self._generator(self._next_epoch())
         n = len(self.x)
         order = torch.randperm(n, generator=g).to(self.device) if self.shuffle else None
         stop = (n // self.batch_size) * self.batch_size if self.drop_last else n

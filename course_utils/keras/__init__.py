@@ -22,8 +22,9 @@ from course_utils.keras.curves import learning_curve, train_and_score
 from course_utils.keras.distribute import configure_cpu_devices, mirrored_strategy
 from course_utils.keras.efficientnet_lite import EfficientNetLite0
 from course_utils.keras.features import extract_features, feature_model
-from course_utils.keras.models import (KerasModelSpec, PretrainedWeightsUnavailable, create_model,
-                                       get_spec, layer_groups, list_models, preprocess_input)
+from course_utils.keras.models import (KerasModelSpec, KerasWeights, PretrainedWeightsUnavailable,
+                                       create_model, get_model_weights, get_spec, layer_groups,
+                                       list_models, preprocess_input)
 from course_utils.keras.pipeline import TFLoader
 from course_utils.keras.training import (RecompileNeeded, compile_model, evaluate, fit, predict,
                                          seed_everything)
@@ -31,8 +32,9 @@ from course_utils.keras.transfer import (CallWithTraining, build_transfer_model,
                                          freeze_base, get_base, layer_table,
                                          normalization_layer, unfreeze_top)
 
-__all__ = ["keras", "tf", "create_model", "list_models", "get_spec", "layer_groups",
-           "preprocess_input", "KerasModelSpec", "PretrainedWeightsUnavailable",
+__all__ = ["keras", "tf", "create_model", "list_models", "get_spec", "get_model_weights",
+           "layer_groups", "preprocess_input", "KerasModelSpec", "KerasWeights",
+           "PretrainedWeightsUnavailable",
            "EfficientNetLite0", "TFLoader", "compile_model", "fit", "evaluate", "predict",
            "seed_everything", "RecompileNeeded", "CallWithTraining", "build_transfer_model", "get_base",
            "freeze_base", "unfreeze_top", "layer_table", "normalization_layer", "copy_weights",

@@ -5,12 +5,17 @@ y_val, seed) -> (train_error, val_error)`` callable; :func:`train_and_score` bui
 trains a fresh Keras model with :func:`course_utils.keras.fit`, so the result is a
 ``LearningCurveResult`` like the PyTorch one and ``LearningCurveDisplay`` can draw both on
 one axis.
+
+``learning_curve`` here *is* ``course_utils.curves.learning_curve`` (re-exported, so the
+twins cannot drift): its first argument is a ``train_and_score`` callable on both sides. In
+Keras, make one with ``learning_curve(train_and_score(build_model, epochs=...), x, y, ...)``.
 """
 from __future__ import annotations
 
 import inspect
 from typing import Callable
 
+from course_utils.curves import learning_curve
 from course_utils.keras.pipeline import TFLoader
 from course_utils.keras.training import evaluate, fit, seed_everything
 
@@ -42,16 +47,3 @@ def train_and_score(build_model: Callable, *, epochs: int = 5, lr: float = 1e-3,
 
     run.__name__ = f"keras_train_and_score[{getattr(build_model, '__name__', 'model')}]"
     return run
-
-
-def learning_curve(build_model: Callable, x, y, sizes, seeds=(0, 1, 2), *, epochs: int = 5,
-                   lr: float = 1e-3, optimizer="adam", batch_size: int = 32,
-                   size: int | None = None, rgb: bool = False, mean=None, std=None,
-                   label: str | None = "keras", **curve_kwargs):
-    """``course_utils.curves.learning_curve`` with :func:`train_and_score` of ``build_model``;
-    ``curve_kwargs`` (``x_val``, ``y_val``, ``val_fraction``, ``progress`` ...) go to it."""
-    from course_utils.curves import learning_curve as _learning_curve
-
-    fn = train_and_score(build_model, epochs=epochs, lr=lr, optimizer=optimizer,
-                         batch_size=batch_size, size=size, rgb=rgb, mean=mean, std=std)
-    return _learning_curve(fn, x, y, sizes, seeds, label=label, **curve_kwargs)

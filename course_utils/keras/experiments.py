@@ -109,32 +109,35 @@ def _common(model, data, size):
 
 
 def keras_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
-                  batch_size: int = 16, optimizer: str = "adam", scheduler: str | None = None,
-                  freeze_upto: str | None = None, size: int | None = None,
-                  eval_batch_size: int = 500,
+                  batch_size: int = 16, optimizer: str = "adam", weight_decay: float = 0.0,
+                  scheduler: str | None = None, freeze_upto: str | None = None, augment=None,
+                  size: int | None = None, eval_batch_size: int = 500,
                   test_indices: np.ndarray | None = None, progress: bool = False) -> dict:
     """The Keras twin of ``course_utils.experiments.torch_trainer``: train ``model`` on
     ``data.x_train`` with :func:`course_utils.keras.fit` for a fixed number of epochs and
     score it on ``data.x_test`` (or its ``test_indices``). ``freeze_upto`` freezes the layer
     groups up to and including that one (``"head"``: only the classifier trains);
-    ``scheduler="cosine"`` anneals the rate epoch by epoch as the PyTorch trainer does. Returns
+    ``scheduler="cosine"`` anneals the rate epoch by epoch as the PyTorch trainer does;
+    ``augment`` goes to the training :class:`TFLoader` (``None`` or ``"flip"``). No
+    ``device`` (TensorFlow places the model itself). Returns
     ``test_acc``, ``test_loss``, ``train_acc``, ``train_loss`` (last epoch)."""
     if freeze_upto is not None:
         groups = layer_groups(model)
         if freeze_upto not in groups:
             raise ValueError(f"freeze_upto={freeze_upto!r}: groups of {model.name} are {list(groups)}")
-        for group, names in groups.items():
-            for name in names:
-                model.get_layer(name).trainable = False
+        for group, layers in groups.items():
+            for layer in layers:
+                layer.trainable = False
             if group == freeze_upto:
                 break
     common = _common(model, data, size)
-    train = TFLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=seed, **common)
+    train = TFLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=seed,
+                     augment=augment, **common)
     x_test, y_test = data.x_test, data.y_test
     if test_indices is not None:
         x_test, y_test = x_test[test_indices], y_test[test_indices]
     hist = fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler,
-               seed=seed, progress=progress)
+               weight_decay=weight_decay, seed=seed, progress=progress)
     scores = evaluate(model, TFLoader(x_test, y_test, eval_batch_size, **common))
     return {"test_acc": scores["acc"], "test_loss": scores["loss"],
             "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
@@ -151,12 +154,14 @@ def _pretrain_path(key: Mapping, cache_dir) -> Path:
 
 def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
                     per_class: int | None = None, batch_size: int = 128, lr: float = 1e-3,
-                    source_classes: Sequence[int] = SOURCE_CLASSES, scheduler: str | None = None,
-                    cache_dir=None, n_test: int | None = None, return_meta: bool = False,
-                    progress: bool = False):
+                    source_classes: Sequence[int] = SOURCE_CLASSES,
+                    model_kwargs: Mapping[str, Any] | None = None, scheduler: str | None = None,
+                    n_test: int | None = None, cache_dir=None, return_meta: bool = False,
+                    progress: bool = True):
     """Pretrain ``model_name`` in Keras on the source classes and return its weights as
     ``{layer name: arrays}``, cached on disk: the Keras twin of
-    ``course_utils.experiments.pretrain_source`` (same arguments). ``return_meta=True``
+    ``course_utils.experiments.pretrain_source`` (same arguments, less the PyTorch
+    ``device``; ``model_kwargs`` go to ``create_model``). ``return_meta=True``
     also returns the source test accuracy (on ``n_test`` images drawn with seed 0, default
     all of the source test split) and timing."""
     from course_utils.experiments import _fingerprint, _test_subset
@@ -173,8 +178,11 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
            "epochs": epochs, "seed": seed, "per_class": per_class, "batch_size": batch_size, "lr": lr}
     if scheduler is not None:  # (absent, not None, so constant-rate caches keep their names)
         key["scheduler"] = scheduler
+    if model_kwargs:  # (likewise)
+        key["model_kwargs"] = dict(sorted(model_kwargs.items()))
     path = _pretrain_path(key, cache_dir)
-    model = keras_model_factory(model_name, source.num_classes)(seed)
+    make = keras_model_factory(model_name, source.num_classes, **dict(model_kwargs or {}))
+    model = make(seed)
     meta_path = path.with_suffix("").with_suffix(".json")
     if path.exists() and meta_path.exists():
         try:
@@ -184,7 +192,7 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
             return (_state_of(model), meta) if return_meta else _state_of(model)
         except Exception as exc:  # a damaged cache is rebuilt, not fatal
             log.warning("cached weights %s unreadable (%s); pretraining again", path, exc)
-            model = keras_model_factory(model_name, source.num_classes)(seed)
+            model = make(seed)
 
     t0 = time.perf_counter()
     common = _common(model, source, None)
@@ -217,13 +225,14 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
                         pretrain_n_test: int | None = None, pretrain_scheduler: str | None = None,
                         source_classes: Sequence[int] = SOURCE_CLASSES,
                         target_classes: Sequence[int] = TARGET_CLASSES, cache_dir=None,
-                        finetune_kwargs: Mapping[str, Any] | None = None, progress: bool = True,
-                        **train_kwargs):
+                        trainer=None, finetune_kwargs: Mapping[str, Any] | None = None,
+                        progress: bool = True, **train_kwargs):
     """The course's standard transfer experiment in Keras, one call: pretrain on the source
     classes (cached), then fine-tune vs scratch on ``sizes`` images per class of the target
     classes. Returns the table of ``course_utils.experiments.scratch_vs_pretrained``
     (columns ``init, size, seed, n_train, test_acc, ...``); ``train_kwargs`` go to
-    :func:`keras_trainer` (e.g. ``epochs``, ``lr``, ``batch_size``, ``test_indices``)."""
+    ``trainer`` (default :func:`keras_trainer`; e.g. ``epochs``, ``lr``, ``batch_size``,
+    ``test_indices``). Same arguments as the PyTorch twin."""
     from course_utils.experiments import scratch_vs_pretrained, source_target_split
 
     if data is None:
@@ -238,6 +247,6 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
                             n_test=pretrain_n_test, progress=progress)
     return scratch_vs_pretrained(keras_model_factory(model_name, target.num_classes, reuse=True),
                                  state, target,
-                                 sizes, seeds, trainer=keras_trainer,
+                                 sizes, seeds, trainer=trainer or keras_trainer,
                                  load_state=load_pretrained_keras, finetune_kwargs=finetune_kwargs,
                                  progress=progress, **train_kwargs)

@@ -53,7 +53,7 @@ def feature_model(model, layer: str | None = None) -> "keras.Model":
 
     * ``None``: the classifier's input (the pooled penultimate features); a model without a
       classifier (``include_top=False``) gives its output, pooled if it is a feature map;
-    * a group name of a registry model (``"block5"``, see ``layer_groups``): that group's
+    * a group name of a registry model (``"stage5"``, see ``layer_groups``): that group's
       output, global-average pooled;
     * any layer name: its output, pooled if it is a feature map.
     """
@@ -63,7 +63,7 @@ def feature_model(model, layer: str | None = None) -> "keras.Model":
     else:
         spec = getattr(model, "course_spec", None)
         groups = layer_groups(model) if spec is not None else {}
-        name = groups[layer][-1] if layer in groups else layer
+        name = groups[layer][-1].name if layer in groups else layer
         try:
             out = model.get_layer(name).output
         except ValueError:
@@ -97,7 +97,7 @@ def _default_loader(model, x: np.ndarray, batch_size: int, size, rgb, mean, std)
 def extract_features(model, data, *, layer: str | None = None, size: int | None = None,
                      rgb: bool | None = None, mean=None, std=None, batch_size: int = 64,
                      cache_dir=None, key: str | None = None, cache: bool = True,
-                     progress: bool = True) -> np.ndarray:
+                     progress: bool = True, return_labels: bool = False):
     """Features of ``data`` from a (frozen) Keras model, cached on disk as ``.npy``.
 
     ``data``: uint8 images (NHW or NHWC), preprocessed with the model's normalisation (its
@@ -105,7 +105,11 @@ def extract_features(model, data, *, layer: str | None = None, size: int | None 
     repeated to 3 channels when the model wants them (``rgb``; default: automatic); or an
     unshuffled :class:`TFLoader` (its settings are the preprocessing; labels are ignored);
     or a ``tf.data.Dataset`` of batches (cached only with an explicit ``key``). ``layer``: see
-    :func:`feature_model`. Returns float32 features, one row per image, in data order.
+    :func:`feature_model`. Returns float32 features, one row per image, in data order, and
+    with ``return_labels`` also the labels (a ``TFLoader``'s ``y``, a dataset's second
+    element; ``None`` for bare images), cold or warm cache alike, as the PyTorch twin.
+    Keras only: ``rgb``/``mean``/``std`` describe the preprocessing (the PyTorch twin takes a
+    ``transform`` object); there is no ``device`` (TensorFlow places the model itself).
     """
     from course_utils.features import (data_fingerprint, feature_cache_key,
                                        load_cached_features, save_cached_features)
@@ -141,23 +145,33 @@ def extract_features(model, data, *, layer: str | None = None, size: int | None 
             key = feature_cache_key(model_name, weights, layer, fingerprint, transform,
                                     framework="keras",
                                     state=keras_state_fingerprint(model)[:32])
+    if isinstance(data, tf.data.Dataset) and return_labels and cache:
+        cache = False  # labels come from the batches, which a cache hit would not read
+        log.info("return_labels=True with a tf.data.Dataset: not using the feature cache")
+    labels = loader.y if isinstance(loader, TFLoader) and loader is data else None
     if cache:
         hit = load_cached_features(key, cache_dir)
         if hit is not None:
             log.info("feature cache hit %s (%s)", key, model_name)
-            return hit
+            return (hit, labels) if return_labels else hit
 
     fm = feature_model(model, layer)
     ds = loader.dataset() if isinstance(loader, TFLoader) else loader
     total = len(loader) if isinstance(loader, TFLoader) else None
-    out = []
+    out, batch_labels = [], []
     for batch in tqdm(ds, total=total, desc=f"features {model_name}" + (f"/{layer}" if layer else ""),
                       unit="batch", disable=not progress, leave=False):
         xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if isinstance(batch, (tuple, list)) and len(batch) > 1:
+            batch_labels.append(np.asarray(batch[1]))
         out.append(np.asarray(fm.predict_on_batch(xb), dtype=np.float32))
     feats = np.concatenate(out) if out else np.zeros((0,) + tuple(fm.output_shape[1:]), np.float32)
     if cache:
         save_cached_features(key, feats, cache_dir,
-                             meta={"model": model_name, "weights": weights, "layer": layer,
-                                   "transform": transform, "framework": "keras"})
+                             meta={"model": model_name, "weights": getattr(weights, "name", weights),
+                                   "layer": layer, "transform": transform, "framework": "keras"})
+    if return_labels:
+        if labels is None and batch_labels:
+            labels = np.concatenate(batch_labels)
+        return feats, labels
     return feats

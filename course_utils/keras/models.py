@@ -4,11 +4,15 @@
 name                   weights                                 notes
 =====================  =====================================  ==================================
 ``small_cnn``          None                                    the course's CNN (28x28x1)
-``efficientnet_lite0`` None, ``"imagenet"`` (embedded)          converted from the PyTorch weights
-``vgg16``              None, ``"imagenet"`` (download)         ``keras.applications.VGG16``
-``mobilenet_v2``       None, ``"imagenet"`` (download)         ``keras.applications.MobileNetV2``
-``resnet50_v2``        None, ``"imagenet"`` (download)         ``keras.applications.ResNet50V2``
+``efficientnet_lite0`` None, ``"IMAGENET1K_V1"`` (embedded)     converted from the PyTorch weights
+``vgg16``              None, ``"IMAGENET1K_V1"`` (download)    ``keras.applications.VGG16``
+``mobilenet_v2``       None, ``"IMAGENET1K_V1"`` (download)    ``keras.applications.MobileNetV2``
+``resnet50_v2``        None, ``"IMAGENET1K_V1"`` (download)    ``keras.applications.ResNet50V2``
 =====================  =====================================  ==================================
+
+Weights are named as on the PyTorch side (torchvision's idiom, :mod:`course_utils.weights`):
+``"IMAGENET1K_V1"``, ``"DEFAULT"`` or a member of :func:`get_model_weights`; Keras's own
+``"imagenet"`` is accepted as an alias.
 
 Every model returns logits (no softmax), like its PyTorch counterpart, so the same loss
 (``from_logits=True``) and the same accuracy apply. The ``keras.applications`` weights are
@@ -36,9 +40,10 @@ import numpy as np
 from course_utils.keras._backend import keras
 from course_utils.keras.efficientnet_lite import EfficientNetLite0
 from course_utils.keras.small_cnn import SmallCNN
+from course_utils.weights import IMAGENET, WeightsEnum, resolve_weights_name, weights_enum
 
-__all__ = ["KerasModelSpec", "PretrainedWeightsUnavailable", "create_model", "list_models",
-           "get_spec", "layer_groups", "preprocess_input", "keras_weights_url", "keras_cache_path"]
+__all__ = ["KerasModelSpec", "KerasWeights", "PretrainedWeightsUnavailable", "create_model",
+           "list_models", "get_spec", "get_model_weights", "layer_groups", "preprocess_input", "keras_weights_url", "keras_cache_path"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,22 @@ INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 
 _APP_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class KerasWeights:
+    """A Keras model's pretrained weights, the twin of ``course_utils.models.Weights``:
+    ``name`` (``"IMAGENET1K_V1"``), ``meta`` and ``transforms()`` (the preprocessing the
+    weights expect: uint8 NHWC images -> the model's float input)."""
+
+    name: str
+    model: str
+    meta: dict = field(default_factory=dict, compare=False)
+    online: bool = False
+
+    def transforms(self) -> Callable:
+        spec = REGISTRY[self.model]
+        return lambda images: preprocess_input(spec.name, images)
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -173,7 +194,8 @@ def _keras_app_preprocess(module: str):
     return preprocess
 
 
-_LITE_GROUPS = (("stem", r"stem_"),) + tuple((f"block{s}", rf"block{s}[a-z]_") for s in range(1, 8)) + (
+# group names as on the PyTorch side (stage1..stage7); the layer names inside are Keras's
+_LITE_GROUPS = (("stem", r"stem_"),) + tuple((f"stage{s}", rf"block{s}[a-z]_") for s in range(1, 8)) + (
     ("head", r"top_(conv|bn|activation)"), ("classifier", r"(avg_pool|max_pool|top_dropout|predictions)$"))
 
 REGISTRY: dict[str, KerasModelSpec] = {s.name: s for s in (
@@ -186,7 +208,7 @@ REGISTRY: dict[str, KerasModelSpec] = {s.name: s for s in (
         preprocess=_scale_0_1_normalise(FASHION_MNIST_MEAN, FASHION_MNIST_STD)),
     KerasModelSpec(
         "efficientnet_lite0", _build_lite0, (224, 224, 3), 1000, _LITE_GROUPS,
-        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=("imagenet",),
+        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=(IMAGENET,),
         description="EfficientNet-Lite0 (4.7 M parameters); ImageNet weights converted from "
                     "the embedded PyTorch weights",
         preprocess=_scale_0_1_normalise(INCEPTION_MEAN, INCEPTION_STD)),
@@ -194,15 +216,18 @@ REGISTRY: dict[str, KerasModelSpec] = {s.name: s for s in (
         "vgg16", _app_builder("vgg16", "VGG16"), (224, 224, 3), 1000,
         tuple((f"block{i}", rf"block{i}_") for i in range(1, 6)) + (
             ("classifier", r"(flatten|fc1|fc2|predictions)$|global_"),),
-        head="predictions", mean=None, std=None, weights=("imagenet",), online=True,
+        head="predictions", mean=None, std=None, weights=(IMAGENET,), online=True,
         description="keras.applications.VGG16 (138 M parameters); 'caffe' preprocessing",
         preprocess=_keras_app_preprocess("vgg16")),
     KerasModelSpec(
         "mobilenet_v2", _app_builder("mobilenet_v2", "MobileNetV2"), (224, 224, 3), 1000,
-        (("stem", r"(Conv1|bn_Conv1|expanded_conv_)"),) + tuple(
-            (f"block{i}", rf"block_{i}_") for i in range(1, 17)) + (
+        # torchvision's stages: features[1] is Keras's expanded_conv, then blocks 1-2, 3-5 ...
+        (("stem", r"(Conv1|bn_Conv1)"), ("stage1", r"expanded_conv_")) + tuple(
+            (f"stage{i}", rf"block_({'|'.join(str(b) for b in blocks)})_")
+            for i, blocks in enumerate(((1, 2), (3, 4, 5), (6, 7, 8, 9), (10, 11, 12),
+                                        (13, 14, 15), (16,)), start=2)) + (
             ("head", r"(Conv_1|out_relu)"), ("classifier", r"(global_|predictions)")),
-        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=("imagenet",),
+        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=(IMAGENET,),
         online=True, description="keras.applications.MobileNetV2 (3.5 M parameters)",
         preprocess=_keras_app_preprocess("mobilenet_v2")),
     KerasModelSpec(
@@ -210,7 +235,7 @@ REGISTRY: dict[str, KerasModelSpec] = {s.name: s for s in (
         (("stem", r"(conv1_|pool1_)"), ("conv2", r"conv2_"), ("conv3", r"conv3_"),
          ("conv4", r"conv4_"), ("conv5", r"conv5_"), ("head", r"post_"),
          ("classifier", r"(avg_pool|max_pool|predictions)$")),
-        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=("imagenet",),
+        head="predictions", mean=INCEPTION_MEAN, std=INCEPTION_STD, weights=(IMAGENET,),
         online=True, description="keras.applications.ResNet50V2 (25.6 M parameters)",
         preprocess=_keras_app_preprocess("resnet_v2")),
 )}
@@ -236,24 +261,32 @@ def get_spec(name_or_model) -> KerasModelSpec:
     return spec
 
 
-def create_model(name: str, weights: str | None = None, num_classes: int | None = None, *,
+def get_model_weights(name: str) -> "type[WeightsEnum]":
+    """The weights enum of a registered model (``.DEFAULT``, ``.IMAGENET1K_V1``), the twin
+    of ``course_utils.models.get_model_weights``."""
+    spec = get_spec(name)
+    return weights_enum(name, {w: KerasWeights(w, name, {"input_size": spec.input_shape[0]},
+                                               online=spec.online) for w in spec.weights})
+
+
+def create_model(name: str, weights=None, num_classes: int | None = None, *,
                  include_top: bool = True, input_shape: tuple | None = None,
                  pooling: str | None = None, **options) -> "keras.Model":
     """Build a registered Keras model (functional API, channels_last, logits out).
 
-    ``weights``: ``None`` (random initialisation) or ``"imagenet"``. ``num_classes``: size of
-    a new classifier (default: the model's own, 10 for ``small_cnn`` and 1000 otherwise).
-    ``include_top=False`` drops the classifier for transfer learning (``pooling=None|"avg"|"max"``
-    as in ``keras.applications``). ``input_shape`` defaults to the spec's; without the top,
+    ``weights``: as ``course_utils.models.create_model``: ``None`` (random
+    initialisation), ``"DEFAULT"``, ``"IMAGENET1K_V1"`` or a :func:`get_model_weights`
+    member, or Keras's ``"imagenet"``. ``num_classes``: size of a new classifier (default:
+    the model's own, 10 for ``small_cnn`` and 1000 otherwise). Keras-only, as
+    ``keras.applications``: ``include_top=False`` drops the classifier for transfer learning
+    (``pooling=None|"avg"|"max"``); ``input_shape`` defaults to the spec's; without the top,
     convolutional bases accept other sizes (``keras.applications`` need at least 32x32).
     ``options`` go to the model's builder: ``small_cnn`` takes ``init="keras"|"torch"``
     (whose default initialisers to use) and ``dropout``. The model carries ``course_spec``
-    and ``course_weights``.
+    and ``course_weights`` (a :class:`KerasWeights`, or None).
     """
     spec = get_spec(name)
-    if weights is not None and weights not in spec.weights:
-        choices = ", ".join(repr(w) for w in spec.weights) or "none (only weights=None)"
-        raise ValueError(f"create_model({name!r}): no weights {weights!r}; available: {choices}")
+    key = resolve_weights_name(name, spec.weights, weights)
     n = spec.default_num_classes if num_classes is None else int(num_classes)
     if n < 1:
         raise ValueError(f"create_model({name!r}): num_classes must be >= 1, got {num_classes!r}")
@@ -267,23 +300,25 @@ def create_model(name: str, weights: str | None = None, num_classes: int | None 
     if unknown:
         raise TypeError(f"create_model({name!r}) got unknown option(s) {unknown}; it accepts "
                         f"{accepted or 'none'}")
-    model = spec.builder(weights, n, include_top, tuple(input_shape) if input_shape else None,
-                         pooling, **options)
+    # the builders speak keras.applications' language: "imagenet" or None
+    model = spec.builder("imagenet" if key is not None else None, n, include_top,
+                         tuple(input_shape) if input_shape else None, pooling, **options)
     model.course_spec = spec
-    model.course_weights = weights
+    model.course_weights = None if key is None else getattr(get_model_weights(name), key).value
     return model
 
 
-def layer_groups(model) -> "OrderedDict[str, list[str]]":
-    """Layer names of a :func:`create_model` model by group, input to output (e.g. for
-    ``efficientnet_lite0``: stem, block1 ... block7, head, classifier). The input layer and
-    layers no group claims are left out."""
+def layer_groups(model) -> "OrderedDict[str, list[keras.layers.Layer]]":
+    """The layers of a :func:`create_model` model by group, input to output (e.g. for
+    ``efficientnet_lite0``: stem, stage1 ... stage7, head, classifier, the group names of
+    the PyTorch twin), each a list of Keras layers (the PyTorch twin lists modules). The
+    input layer and layers no group claims are left out."""
     spec = get_spec(model)
-    groups: OrderedDict[str, list[str]] = OrderedDict()
+    groups: OrderedDict[str, list] = OrderedDict()
     for layer in model.layers:
         g = spec.group_of(layer.name)
         if g is not None:
-            groups.setdefault(g, []).append(layer.name)
+            groups.setdefault(g, []).append(layer)
     return groups
 
 

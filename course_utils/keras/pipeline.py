@@ -35,7 +35,8 @@ class TFLoader(EpochBatches):
 
     ``dataset(epoch)`` is one epoch; ``repeat(start_epoch)`` is epoch after epoch forever
     (what :func:`course_utils.keras.fit` feeds to ``model.fit`` with ``steps_per_epoch=len(loader)``).
-    Iterating the loader itself gives the epoch set by ``set_epoch`` (0 by default).
+    Iterating the loader itself gives the epoch set by ``set_epoch`` (0 by default) and
+    advances to the next one, as ``FastLoader`` does.
     """
 
     def __init__(self, x, y=None, batch_size: int = 32, *, shuffle: bool = False,
@@ -84,13 +85,6 @@ class TFLoader(EpochBatches):
         return (f"TFLoader(n={len(self.x)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"seed={self.seed}, size={self.size}, rgb={self.rgb}, mean={self.mean}, "
                 f"std={self.std}, augment={self.augment!r})")
-
-    @property
-    def element_shape(self) -> tuple:
-        if self.x.ndim == 2:
-            return tuple(self.x.shape[1:])
-        h, w = (self.size, self.size) if self.size else self.x.shape[1:3]
-        return (h, w, 3 if self.rgb else self.x.shape[-1])
 
     # --- the pipeline ---------------------------------------------------------------------
 
@@ -155,4 +149,4 @@ class TFLoader(EpochBatches):
         return ds.flat_map(self._epoch_dataset).prefetch(tf.data.AUTOTUNE)
 
     def __iter__(self):
-        return iter(self.dataset())
+        return iter(self.dataset(self._next_epoch()))

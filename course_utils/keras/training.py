@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from course_utils.history import History
 from course_utils.keras._backend import keras, save_weights, tf
 from course_utils.keras.pipeline import TFLoader
+from course_utils.seeding import check_seed
 
 __all__ = ["compile_model", "fit", "evaluate", "predict", "seed_everything", "as_loader",
            "TqdmProgress", "HistoryRecorder", "EpochCheckpoint", "CosineSchedule",
@@ -53,13 +54,29 @@ class RecompileNeeded(RuntimeError):
 
 # --- seeding and compiling -----------------------------------------------------------------
 
-def seed_everything(seed: int) -> int:
+_OP_DETERMINISM = False  # TensorFlow has no public getter: remember whether we switched it on
+
+
+def seed_everything(seed: int, deterministic: bool | None = False) -> int:
     """Seed Python, NumPy and TensorFlow (``keras.utils.set_random_seed``). Call it before
-    building a model: Keras draws initial weights and dropout seeds when layers are made."""
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    keras.utils.set_random_seed(int(seed))
-    return int(seed)
+    building a model: Keras draws initial weights and dropout seeds when layers are made.
+
+    ``deterministic=True`` also switches TensorFlow's deterministic ops on
+    (``tf.config.experimental.enable_op_determinism``), the twin of torch's deterministic
+    algorithms. TensorFlow has no public API to switch them off again, so ``False`` after
+    ``True`` in the same process only logs a warning (restart the kernel); ``None`` leaves
+    them as they are. Errors as on the PyTorch side: ``TypeError`` for a seed that is not an
+    int, ``ValueError`` outside ``0 <= seed < 2**32``. Returns the seed."""
+    global _OP_DETERMINISM
+    seed = check_seed(seed)
+    keras.utils.set_random_seed(seed)  # seeds python, numpy and the backend
+    if deterministic and not _OP_DETERMINISM:
+        tf.config.experimental.enable_op_determinism()
+        _OP_DETERMINISM = True
+    elif deterministic is False and _OP_DETERMINISM:
+        log.warning("seed_everything(deterministic=False): TensorFlow's deterministic ops stay "
+                    "on (it has no public switch to turn them off); restart the kernel")
+    return seed
 
 
 def _seed_generator_states(model) -> list:
@@ -90,7 +107,9 @@ def _make_optimizer(optimizer, lr: float, weight_decay: float):
     if name == "adam":
         return keras.optimizers.Adam(lr, weight_decay=weight_decay or None)
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=weight_decay or 0.004)
+        # the given decay, 0 included (Keras's own default is 0.004; torch's AdamW 0.01, but
+        # fit(weight_decay=0) means 0 on both sides)
+        return keras.optimizers.AdamW(lr, weight_decay=float(weight_decay))
     if name == "sgd":
         return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=weight_decay or None)
     if name == "rmsprop":
@@ -404,10 +423,11 @@ def _resume(model, directory: Path, seed) -> tuple[int, History, dict, list | No
 # --- fit / evaluate / predict ---------------------------------------------------------------
 
 def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimizer=None,
-        batch_size: int = 32, seed: int | None = 0, checkpoint_dir: str | Path | None = None,
-        resume: bool = True, early_stopping: int | None = None, restore_best: bool = True,
-        progress: bool = True, callbacks: Sequence = (), class_weight=None,
-        scheduler: str | None = None) -> History:
+        scheduler: str | None = None, seed: int | None = 0,
+        checkpoint_dir: str | Path | None = None, resume: bool = True,
+        early_stopping: int | None = None, restore_best: bool = True, progress: bool = True,
+        weight_decay: float | None = None, batch_size: int = 32, callbacks: Sequence = (),
+        class_weight=None) -> History:
     """Train a Keras model with ``model.fit`` and the course callbacks; return a History.
 
     Parameters
@@ -416,11 +436,13 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
         A :class:`TFLoader` (recommended: exact resume, same batches for the same seed), a
         ``tf.data.Dataset`` of batches, or an ``(x, y)`` pair of arrays (a shuffled
         ``TFLoader`` with ``batch_size`` and ``seed`` is made; uint8 is scaled to [0, 1]).
-    lr, optimizer
-        If either is given the model is (re)compiled with :func:`compile_model` (default
-        Adam, lr 1e-3). If neither is, a compiled model keeps its compile settings (e.g. the
-        low learning rate ``unfreeze_top`` set) and its optimizer state, and an uncompiled
-        one gets the defaults.
+    lr, optimizer, weight_decay
+        If any is given the model is (re)compiled with :func:`compile_model` (default
+        Adam, lr 1e-3, weight decay 0). If none is, a compiled model keeps its compile settings
+        (e.g. the low learning rate ``unfreeze_top`` set) and its optimizer state, and an
+        uncompiled one gets the defaults. (This is why their defaults are ``None`` here and
+        ``1e-3``/``"adam"``/``0`` in the PyTorch ``fit``: a Keras model carries its optimizer
+        from ``compile()``, a PyTorch model does not.)
     seed
         Seeds Python/NumPy/TensorFlow and the model's dropout generators at the start (not
         on resume: the checkpoint's generator states are restored), and a ``TFLoader`` made
@@ -431,8 +453,11 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
     early_stopping, restore_best
         Patience in epochs on ``val_loss`` (needs ``val``); load the best epoch's weights at
         the end (with ``val``) and set ``history.best_epoch``.
+    batch_size
+        Keras only: the batch size of a ``TFLoader`` made from an ``(x, y)`` pair (the
+        PyTorch ``fit`` takes batches only).
     callbacks, class_weight
-        Passed on to ``model.fit`` (after the course's callbacks).
+        Keras only: passed on to ``model.fit`` (after the course's callbacks).
     scheduler
         ``None`` (constant rate) or ``"cosine"``: :class:`CosineSchedule` from the compiled
         rate down towards 0 over ``epochs``, epoch by epoch as in the PyTorch ``fit``.
@@ -447,14 +472,15 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
     if scheduler is not None and scheduler != "cosine":
         raise ValueError(f"scheduler = {scheduler!r} is not known; use None or 'cosine' (for "
                          "anything else pass a keras.callbacks.LearningRateScheduler in callbacks)")
-    if lr is None and optimizer is None:
+    if lr is None and optimizer is None and weight_decay is None:
         check_compiled(model)  # (with lr/optimizer given, the model is compiled afresh below)
-    if lr is not None or optimizer is not None or not model.compiled:
+    if lr is not None or optimizer is not None or weight_decay is not None or not model.compiled:
         settings = getattr(model, "course_compile", None) or {}
         compile_model(model, lr if lr is not None else (settings.get("lr") or 1e-3),
                       optimizer if optimizer is not None else settings.get("optimizer", "adam"),
                       loss=settings.get("loss"), metrics=settings.get("metrics"),
-                      weight_decay=settings.get("weight_decay", 0.0),
+                      weight_decay=(weight_decay if weight_decay is not None
+                                    else settings.get("weight_decay", 0.0)),
                       jit_compile=settings.get("jit_compile", False))
 
     train_l = as_loader(train, batch_size, shuffle=True, seed=0 if seed is None else seed)

@@ -111,7 +111,7 @@ def build_transfer_model(base, num_classes: int, *, weights="auto", input_shape=
                -> dropout -> Dense(num_classes, name="classifier") (logits)
 
     ``base``: a Keras model without its top (``include_top=False``) or a registry name, built
-    with ``weights`` (``"auto"``: ``"imagenet"`` when the model has it) at ``input_shape``.
+    with ``weights`` (``"auto"``: its ``"DEFAULT"`` weights when the model has any) at ``input_shape``.
     ``pooling``: ``"avg"`` or ``"max"`` (skipped if the base already pools). ``augmentation``:
     a layer or ``keras.Sequential`` of preprocessing layers (active in training only).
     ``normalize=True`` inserts the base's mean/std normalisation (``normalization_layer``), so
@@ -122,7 +122,7 @@ def build_transfer_model(base, num_classes: int, *, weights="auto", input_shape=
     """
     if isinstance(base, str):
         spec = get_spec(base)
-        w = ("imagenet" if "imagenet" in spec.weights else None) if weights == "auto" else weights
+        w = ("DEFAULT" if spec.weights else None) if weights == "auto" else weights
         base = create_model(base, weights=w, include_top=False, input_shape=input_shape)
     if not isinstance(base, keras.Model):
         raise TypeError(f"base must be a keras.Model or a model name, got {type(base).__name__}")
@@ -208,7 +208,7 @@ def _resolve_cut(base, n_layers, from_layer) -> int:
     if spec is not None:
         groups = layer_groups(base)
         if from_layer in groups:
-            return names.index(groups[from_layer][0])
+            return names.index(groups[from_layer][0].name)
     close = difflib.get_close_matches(str(from_layer), names, n=3)
     raise ValueError(f"unfreeze_top: the base {base.name!r} has no layer {from_layer!r}"
                      + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
@@ -222,7 +222,7 @@ def unfreeze_top(model, n_layers: int | None = None, *, from_layer: str | None =
 
     ``n_layers``: the last n layers of ``base.layers`` (as in the Keras guide's
     ``base.layers[:fine_tune_at]``); or ``from_layer``: a layer name (e.g.
-    ``"block6a_expand_conv"``) or, for registry models, a group name (``"block6"``), from
+    ``"block6a_expand_conv"``) or, for registry models, a group name (``"stage6"``), from
     which on everything trains. For a model without a nested base (e.g. a pretrained
     ``small_cnn``), the model's own layers are used.
 

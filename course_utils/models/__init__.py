@@ -12,13 +12,14 @@ from course_utils.models.finetune import (FrozenBatchNorm2d, LoadResult, ModelSu
                                           param_groups, replace_head, summary, unfreeze,
                                           unwrap_model)
 from course_utils.models.imagenet import EvalTransform, imagenet_categories, topk_labels
-from course_utils.models.registry import (ModelSpec, Weights, create_model, get_spec,
-                                          layer_groups, list_models)
+from course_utils.models.registry import (ModelSpec, Weights, create_model, get_model_weights,
+                                          get_spec, layer_groups, list_models)
 from course_utils.models.small_cnn import SMALL_CNN_LAYOUT, SmallCNN
 from course_utils.models.torchvision_zoo import WeightsUnavailableError, hub_checkpoint_path
+from course_utils.models import zoo as _zoo  # noqa: F401,E402 - registers the models (once, here)
 
 __all__ = ["EfficientNetLite", "efficientnet_lite0", "EvalTransform", "imagenet_categories",
-           "topk_labels", "ModelSpec", "Weights", "create_model", "get_spec", "layer_groups",
+           "topk_labels", "ModelSpec", "Weights", "create_model", "get_model_weights", "get_spec", "layer_groups",
            "list_models", "SmallCNN", "SMALL_CNN_LAYOUT", "WeightsUnavailableError",
            "hub_checkpoint_path", "replace_head", "freeze", "unfreeze", "frozen_groups",
            "is_frozen_bn", "FrozenBatchNorm2d", "summary", "ModelSummary", "param_groups",

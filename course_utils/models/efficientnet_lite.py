@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BlockArgs", "LITE0_BLOCKS", "Conv2dSame", "MBConvBlock", "EfficientNetLite",
-           "efficientnet_lite0", "lite0_weights_path", "stage_of_block"]
+           "efficientnet_lite0", "lite0_weights_path"]
 
 # TensorFlow's BatchNorm defaults for these weights: momentum 0.99 (PyTorch 0.01), eps 1e-3.
 BN_MOMENTUM = 0.01
@@ -146,14 +146,6 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._avg_pooling(self.forward_features(x)).flatten(1)
         return self._fc(self._dropout(x))
-
-
-def stage_of_block(model: EfficientNetLite, index: int) -> int:
-    """The 0-based stage that block ``index`` belongs to."""
-    for stage, end in enumerate(model.stage_ends):
-        if index <= end:
-            return stage
-    raise IndexError(f"block {index} is past the last block ({model.stage_ends[-1]})")
 
 
 def lite0_weights_path() -> str:

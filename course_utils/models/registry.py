@@ -8,14 +8,17 @@ from those groups, so it never needs to know which architecture it is looking at
 """
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
 
+from course_utils.weights import WeightsEnum, resolve_weights_name, weights_enum
+
 __all__ = ["ModelSpec", "Weights", "register", "create_model", "list_models", "get_spec",
-           "layer_groups", "REGISTRY"]
+           "get_model_weights", "layer_groups", "REGISTRY"]
 
 
 @dataclass(frozen=True)
@@ -62,19 +65,23 @@ REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry. A name is registered once: a second spec under the
+    same name would silently replace the first one for every later ``create_model``."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"register: a model named {spec.name!r} is already registered "
+                         f"({REGISTRY[spec.name].description or 'no description'}); pick "
+                         "another name")
     REGISTRY[spec.name] = spec
     return spec
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
-    _ensure_loaded()
     return sorted(REGISTRY)
 
 
 def get_spec(name_or_model: str | nn.Module) -> ModelSpec:
     """The :class:`ModelSpec` for a name, or for a model made by :func:`create_model`."""
-    _ensure_loaded()
     if isinstance(name_or_model, nn.Module):
         spec = getattr(name_or_model, "course_spec", None)
         if spec is None:
@@ -91,49 +98,50 @@ def _lookup_weights(model: str, name: str) -> Weights:
     return get_spec(model).weights[name]
 
 
+def get_model_weights(name: str) -> type[WeightsEnum]:
+    """The weights enum of a registered model, as torchvision's ``get_model_weights``:
+    ``get_model_weights("efficientnet_lite0").DEFAULT.transforms()``."""
+    return weights_enum(name, get_spec(name).weights)
+
+
 def _resolve_weights(spec: ModelSpec, weights) -> Weights | None:
-    if weights is None or weights is False:
-        return None
     if isinstance(weights, Weights):
         return weights
-    key = getattr(weights, "name", weights)  # accept a torchvision enum member too
-    if weights is True:
-        key = next(iter(spec.weights), None)
-    if key not in spec.weights:
-        choices = ", ".join(repr(k) for k in spec.weights) or "none (only weights=None)"
-        raise ValueError(f"model {spec.name!r} has no weights {weights!r}; available: {choices}")
-    return spec.weights[key]
+    key = resolve_weights_name(spec.name, spec.weights, weights)
+    return None if key is None else spec.weights[key]
 
 
-def create_model(name: str, weights=None, num_classes: int | None = None, **kwargs) -> nn.Module:
+def create_model(name: str, weights=None, num_classes: int | None = None, **options) -> nn.Module:
     """Build a registered model.
 
-    ``weights=None`` gives random initialisation; otherwise the name of one of the model's
-    weight sets (``"imagenet"`` for the embedded EfficientNet-Lite0, ``"IMAGENET1K_V1"`` for
-    torchvision's, which need the network). ``num_classes`` replaces the classifier with a
-    freshly initialised one of that size. The model carries ``course_spec`` and
-    ``course_weights`` attributes for the fine-tuning toolkit.
+    ``weights``: ``None`` for random initialisation; ``"DEFAULT"`` (or ``True``) for the
+    model's best weights; a weights name (``"IMAGENET1K_V1"``: the embedded
+    EfficientNet-Lite0 ones, or torchvision's, which need the network once) or a member of
+    :func:`get_model_weights`; ``"imagenet"`` is accepted for ``"IMAGENET1K_V1"``, as in
+    Keras (see :mod:`course_utils.weights`). ``num_classes`` replaces the classifier with a
+    freshly initialised one of that size. ``options`` go to the model's builder
+    (``small_cnn``: ``in_channels``, ``dropout``); others are an error. The model carries
+    ``course_spec`` and ``course_weights`` attributes for the fine-tuning toolkit.
     """
     spec = get_spec(name)
     w = _resolve_weights(spec, weights)
     n = spec.default_num_classes if num_classes is None else int(num_classes)
-    model = spec.builder(w, n, **kwargs)
+    if n < 1:
+        raise ValueError(f"create_model({name!r}): num_classes must be >= 1, got {num_classes!r}")
+    accepted = [p.name for p in inspect.signature(spec.builder).parameters.values()
+                if p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"create_model({name!r}) got unknown option(s) {unknown}; it accepts "
+                        f"{accepted or 'none'}")
+    model = spec.builder(w, n, **options)
     model.course_spec = spec
     model.course_weights = w
     return model
 
 
 def layer_groups(model: nn.Module) -> "OrderedDict[str, list[nn.Module]]":
-    """The model's layer groups, input to output (e.g. stem, stage1..stage7, head, classifier)."""
+    """The model's layer groups, input to output (e.g. stem, stage1..stage7, head,
+    classifier), each a list of its modules. (The Keras twin returns the same group names
+    with lists of Keras layers.)"""
     return get_spec(model).groups(model)
-
-
-_LOADED = False
-
-
-def _ensure_loaded() -> None:
-    """Import the modules that register models (they call :func:`register` on import)."""
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from course_utils.models import zoo  # noqa: F401

