@@ -1,0 +1,477 @@
+"""The course on a shared JupyterHub: accounts, the nbgrader exchange, the hub process.
+
+``course classroom ...`` (run as root) and the classroom tests use these functions, so the
+tests run exactly what an instructor runs:
+
+* :func:`add_student` / :func:`add_instructor`: a real Unix account with a password, home
+  directory mode 0700, in the course's student / instructor group; an instructor also gets
+  ``~/transfer-learning``, a private copy of the repository's ``assignments/``.
+* :func:`prepare_exchange`: the nbgrader exchange root, mode 1777.
+* :class:`Hub`: ``jupyterhub -f deploy/jupyterhub/jupyterhub_config.py`` as a child process,
+  waited for until it answers; :meth:`Hub.stop` ends it and every server it started.
+* :func:`as_user`: run a command as a course account (what the person types in a terminal).
+* :class:`HubSession`: a person's HTTP session: the hub's login form, their server, the REST
+  handlers of nbgrader's Assignments panel (list, fetch, submit, fetch_feedback) and the
+  Jupyter contents API.
+
+Everything here needs root (accounts, PAM, starting servers as other users); the functions
+say so with :class:`ClassroomError` instead of failing half-way.
+"""
+from __future__ import annotations
+
+import grp
+import json
+import logging
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ClassroomError", "REPO", "HUB_CONFIG", "COURSE_ID", "COURSE_DIRNAME",
+           "STUDENT_GROUP", "INSTRUCTOR_GROUP", "missing_components", "ensure_group",
+           "add_student", "add_instructor", "remove_user", "prepare_exchange", "as_user",
+           "free_port", "world_usable", "shared_environment", "Hub", "HubSession", "Account"]
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy" / "jupyterhub"
+HUB_CONFIG = DEPLOY / "jupyterhub_config.py"
+PROXY = DEPLOY / "node_modules" / ".bin" / "configurable-http-proxy"
+COURSE_ID = "transfer-learning"
+COURSE_DIRNAME = "transfer-learning"
+STUDENT_GROUP = "transfer-students"
+INSTRUCTOR_GROUP = "transfer-instructors"
+#: what an instructor's course directory leaves out of the repository's assignments/
+_NOT_COPIED = ("release", "submitted", "autograded", "feedback", "gradebook.db", "*.csv",
+               ".ipynb_checkpoints", "__pycache__")
+
+
+class ClassroomError(RuntimeError):
+    """The classroom cannot be set up as asked; the message says what to do."""
+
+
+@dataclass
+class Account:
+    """A course account made by :func:`add_student` or :func:`add_instructor`."""
+
+    name: str
+    password: str
+    home: Path
+    role: str  # "student" or "instructor"
+    course_dir: Path | None = None  # instructors: ~/transfer-learning
+
+    @property
+    def uid(self) -> int:
+        return pwd.getpwnam(self.name).pw_uid
+
+
+def venv_bin() -> Path:
+    """The bin/ folder of the environment running this code (the course's .venv)."""
+    return Path(sys.executable).parent
+
+
+def world_usable(path: str | os.PathLike) -> bool:
+    """Whether any account can reach ``path``: every folder on the way searchable (o+x)
+    and the file itself readable and, for a program, executable by others."""
+    p = Path(os.path.realpath(path))
+    for d in [*reversed(p.parents)]:
+        if not os.stat(d).st_mode & 0o001:
+            return False
+    mode = os.stat(p).st_mode
+    return bool(mode & 0o004) and (not (mode & 0o100) or bool(mode & 0o001))
+
+
+def _base_python(venv: Path) -> Path:
+    cfg = {k.strip(): v.strip() for k, _, v in
+           (line.partition("=") for line in (venv / "pyvenv.cfg").read_text().splitlines())}
+    home = Path(cfg["home"].strip())
+    ver = cfg.get("version", cfg.get("version_info", "3.11")).strip().split(".")
+    return home / f"python{ver[0]}.{ver[1]}"
+
+
+def shared_environment(venv: str | os.PathLike | None = None, target: str | os.PathLike | None = None,
+                       python: str | os.PathLike | None = None) -> Path:
+    """The course environment as every account on the hub can run it.
+
+    A virtual environment runs its base interpreter (``home`` in ``pyvenv.cfg``). When
+    that interpreter is private (pyenv under ``/root``, mode 0700), students cannot start
+    the course's ``.venv`` at all. Then this makes ``target`` (default ``.venv-classroom``
+    next to ``.venv``): a second view of the *same* installed packages, run by a Python of
+    the same minor version that every account can use (Debian's ``/usr/bin/python3.11``):
+    ``lib/``, ``share/``, ``etc/`` and ``include/`` are links into ``venv``, and ``bin/``
+    holds ``venv``'s console scripts with their ``#!`` line pointing at the new
+    interpreter. Nothing is installed twice. Returns the environment to use (``venv``
+    itself when its interpreter is usable by everyone).
+    """
+    venv = Path(venv or venv_bin().parent).resolve()
+    base = _base_python(venv)
+    if world_usable(base):
+        return venv
+    minor = base.name.removeprefix("python")
+    candidates = [python] if python else [f"/usr/bin/python{minor}", f"/usr/local/bin/python{minor}"]
+    interp = next((Path(c) for c in candidates if c and Path(c).exists() and world_usable(c)), None)
+    if interp is None:
+        raise ClassroomError(
+            f"the course environment {venv} runs {base}, which other accounts cannot execute "
+            f"(a folder on its path is private), and no python{minor} usable by everyone was "
+            f"found ({', '.join(map(str, candidates))}): install Debian's python{minor} "
+            f"('apt-get install python{minor}') or build .venv with "
+            f"'make PYTHON=/usr/bin/python{minor}'")
+    target = Path(target or venv.parent / ".venv-classroom")
+    stamp = target / ".built-from"
+    key = f"{venv} {interp} {sorted(p.name for p in (venv / 'bin').iterdir())}"
+    if stamp.exists() and stamp.read_text() == key:
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "bin").mkdir(parents=True)
+    for name in ("lib", "lib64", "share", "etc", "include"):
+        if (venv / name).exists():
+            (target / name).symlink_to(venv / name)
+    (target / "pyvenv.cfg").write_text(
+        f"home = {interp.parent}\ninclude-system-site-packages = false\n"
+        f"version = {minor}\nexecutable = {interp}\n")
+    for name in ("python", "python3", f"python{minor}"):
+        (target / "bin" / name).symlink_to(interp)
+    for script in (venv / "bin").iterdir():
+        if script.is_symlink() or not script.is_file() or script.name.startswith("python"):
+            continue
+        head = script.read_bytes()[:200]
+        if not head.startswith(f"#!{venv}/bin/python".encode()):
+            continue
+        text = script.read_text()
+        first, _, rest = text.partition("\n")
+        (target / "bin" / script.name).write_text(f"#!{target}/bin/python\n{rest}")
+        (target / "bin" / script.name).chmod(0o755)
+    target.chmod(0o755)
+    stamp.write_text(key)
+    return target
+
+
+def missing_components() -> list[str]:
+    """What the classroom needs and this machine lacks, each with how to get it."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (the hub logs people in with PAM and starts servers as their "
+                       "Unix accounts): run as root")
+    for tool in ("useradd", "userdel", "groupadd", "chpasswd", "runuser"):
+        if shutil.which(tool) is None:
+            missing.append(f"{tool} (Debian package passwd/util-linux)")
+    if not (venv_bin() / "jupyterhub").exists():
+        missing.append(f"jupyterhub in {venv_bin()} ('make classroom-deps')")
+    if not os.access(PROXY, os.X_OK):
+        missing.append(f"configurable-http-proxy at {PROXY} ('make classroom-deps', needs npm)")
+    return missing
+
+
+def _run(cmd, **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if res.returncode != 0:
+        raise ClassroomError(f"{' '.join(map(str, cmd))} failed ({res.returncode}): "
+                             f"{(res.stderr or res.stdout).strip()}")
+    return res
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise ClassroomError(f"{what} needs root (it changes Unix accounts); run it with sudo")
+
+
+def ensure_group(name: str) -> None:
+    """Create the Unix group ``name`` unless it exists."""
+    _need_root(f"creating the group {name}")
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        _run(["groupadd", name])
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _make_account(name: str, group: str, password: str | None, role: str) -> Account:
+    _need_root(f"adding the account {name}")
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
+        raise ClassroomError(f"account name {name!r} is not a valid Unix user name: use "
+                             "lower-case letters, digits, '-' and '_' (at most 32)")
+    ensure_group(group)
+    if _user_exists(name):
+        _run(["usermod", "-a", "-G", group, name])
+    else:
+        _run(["useradd", "--create-home", "--shell", "/bin/bash", "--groups", group, name])
+    password = password or secrets.token_urlsafe(12)
+    _run(["chpasswd"], input=f"{name}:{password}\n")
+    home = Path(pwd.getpwnam(name).pw_dir)
+    os.chmod(home, 0o700)  # Debian's default (0755) lets every student read every other's work
+    return Account(name=name, password=password, home=home, role=role)
+
+
+def add_student(name: str, password: str | None = None, *, group: str = STUDENT_GROUP) -> Account:
+    """A student account: Unix user ``name`` in ``group`` with ``password`` (random when
+    None), home directory mode 0700. An existing user is added to the group."""
+    return _make_account(name, group, password, "student")
+
+
+def add_instructor(name: str, password: str | None = None, *, group: str = INSTRUCTOR_GROUP,
+                   assignments: str | os.PathLike = REPO / "assignments") -> Account:
+    """An instructor account, plus ``~/transfer-learning``: a copy of ``assignments``
+    (``source/`` and ``nbgrader_config.py``; no gradebook, releases or submissions) owned
+    by the instructor, mode 0700, where the formgrader and the nbgrader commands work.
+    An existing course directory is left as it is."""
+    acct = _make_account(name, group, password, "instructor")
+    course = acct.home / COURSE_DIRNAME
+    if not course.exists():
+        shutil.copytree(assignments, course, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+        _run(["chown", "-R", f"{name}:", str(course)])
+    os.chmod(course, 0o700)
+    acct.course_dir = course
+    return acct
+
+
+def remove_user(name: str) -> None:
+    """Remove the account ``name``, its home directory and its processes."""
+    _need_root(f"removing the account {name}")
+    if not _user_exists(name):
+        return
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    for _ in range(50):
+        res = subprocess.run(["userdel", "--remove", name], capture_output=True, text=True)
+        if res.returncode in (0, 12):  # 12: home removed with a warning (no mail spool)
+            return
+        if "currently used by process" not in res.stderr:
+            raise ClassroomError(f"userdel {name} failed: {res.stderr.strip()}")
+        time.sleep(0.1)
+    raise ClassroomError(f"userdel {name}: processes of the user keep running")
+
+
+def prepare_exchange(root: str | os.PathLike) -> Path:
+    """The nbgrader exchange root: created if needed, owned by root, mode 1777: everyone
+    may create a course there (the instructor's release does), nobody may rename or remove
+    another user's course folder (the sticky bit)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(root, 0, 0)
+    os.chmod(root, 0o1777)
+    return root
+
+
+def as_user(user: str, cmd, *, cwd=None, env: dict | None = None, check: bool = True,
+            timeout: float | None = 600) -> subprocess.CompletedProcess:
+    """Run ``cmd`` as the Unix account ``user`` with a clean login-like environment (HOME,
+    USER, the course's .venv first on PATH) plus ``env``."""
+    pw = pwd.getpwnam(user)
+    base = {"HOME": pw.pw_dir, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash",
+            "LANG": "C.UTF-8",
+            "PATH": f"{shared_environment()}/bin:/usr/local/bin:/usr/bin:/bin"}
+    base.update(env or {})
+    full = ["runuser", "-u", user, "--", "env", "-i",
+            *[f"{k}={v}" for k, v in base.items()], *map(str, cmd)]
+    res = subprocess.run(full, cwd=cwd or pw.pw_dir, capture_output=True, text=True,
+                         timeout=timeout)
+    if check and res.returncode != 0:
+        raise ClassroomError(f"as {user}: {' '.join(map(str, cmd))} failed ({res.returncode}):\n"
+                             f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Hub:
+    """The course's JupyterHub as a child process (root), configured by
+    ``deploy/jupyterhub/jupyterhub_config.py`` through environment variables."""
+
+    state: Path
+    exchange: Path
+    port: int = 8000
+    student_group: str = STUDENT_GROUP
+    instructor_group: str = INSTRUCTOR_GROUP
+    log_path: Path | None = None
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "NBGRADER"))}
+        env.update({
+            "COURSE_HUB_URL": self.url,
+            "COURSE_HUB_API_PORT": str(free_port()),
+            "COURSE_PROXY_API_PORT": str(free_port()),
+            "COURSE_HUB_STATE": str(self.state),
+            "NBGRADER_EXCHANGE": str(self.exchange),
+            "COURSE_STUDENT_GROUP": self.student_group,
+            "COURSE_INSTRUCTOR_GROUP": self.instructor_group,
+            "COURSE_VENV": str(shared_environment()),
+            "PATH": f"{venv_bin()}:{env.get('PATH', '/usr/bin:/bin')}",
+        })
+        return env
+
+    def start(self, timeout: float = 120) -> Hub:
+        missing = missing_components()
+        if missing:
+            raise ClassroomError("the hub cannot start here; missing: " + "; ".join(missing))
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_path or self.state / "jupyterhub.log"
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(venv_bin() / "jupyterhub"), "-f", str(HUB_CONFIG)], cwd=self.state,
+            env=self.environment(), stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        logf.close()
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ClassroomError(f"jupyterhub exited with {self.proc.returncode}; its log "
+                                     f"({self.log_path}) ends:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/api", timeout=2).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise ClassroomError(f"jupyterhub did not answer on {self.url} within {timeout:.0f} s; "
+                             f"its log ends:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the hub (it stops the proxy and every single-user server), then make
+        sure nothing of its process group is left."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def __enter__(self) -> Hub:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class HubSession:
+    """One person on the hub over HTTP, as their browser would be: the login form, their
+    single-user server, the Assignments panel's REST calls and the contents API."""
+
+    def __init__(self, hub_url: str, user: str, password: str):
+        import requests
+
+        self.hub_url, self.user, self.password = hub_url.rstrip("/"), user, password
+        self.http = requests.Session()
+        self.base = f"{self.hub_url}/user/{user}"
+
+    # -- the hub --------------------------------------------------------------------------
+    def login(self):
+        """Fill in and post the hub's login form; returns the response (raises on a
+        rejected login)."""
+        page = self.http.get(f"{self.hub_url}/hub/login", timeout=30)
+        page.raise_for_status()
+        m = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text)
+        form = {"username": self.user, "password": self.password}
+        if m:
+            form["_xsrf"] = m.group(1)
+        r = self.http.post(f"{self.hub_url}/hub/login?next=", data=form, timeout=60,
+                           allow_redirects=False)
+        if r.status_code != 302:
+            raise ClassroomError(f"login of {self.user} rejected by the hub "
+                                 f"(HTTP {r.status_code})")
+        return r
+
+    def start_server(self, timeout: float = 180) -> float:
+        """Ask the hub for this user's server (GET /hub/spawn/USER, what the home page's
+        Start button does) and wait until it answers through the proxy; returns seconds."""
+        t0 = time.monotonic()
+        self.http.get(f"{self.hub_url}/hub/spawn/{self.user}", timeout=60)
+        while time.monotonic() - t0 < timeout:
+            # the lab page: through the server's OAuth redirects to the hub and back, which
+            # also set the server's login cookie and its _xsrf cookie
+            r = self.http.get(f"{self.base}/lab", timeout=60)
+            if r.ok and r.url.split("?")[0].rstrip("/") == f"{self.base}/lab":
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        raise ClassroomError(f"the server of {self.user} did not start within {timeout:.0f} s")
+
+    # -- the single-user server -------------------------------------------------------------
+    def _xsrf(self) -> dict[str, str]:
+        token = None
+        for cookie in self.http.cookies:
+            if cookie.name == "_xsrf" and (cookie.path or "/").startswith(f"/user/{self.user}"):
+                token = cookie.value
+        token = token or self.http.cookies.get("_xsrf")
+        return {"X-XSRFToken": token} if token else {}
+
+    def get(self, path: str, **kw):
+        return self.http.get(f"{self.base}/{path.lstrip('/')}", timeout=120, **kw)
+
+    def post(self, path: str, **kw):
+        headers = {**self._xsrf(), **kw.pop("headers", {})}
+        return self.http.post(f"{self.base}/{path.lstrip('/')}", headers=headers, timeout=300,
+                              **kw)
+
+    def put(self, path: str, **kw):
+        headers = {**self._xsrf(), **kw.pop("headers", {})}
+        return self.http.put(f"{self.base}/{path.lstrip('/')}", headers=headers, timeout=120,
+                             **kw)
+
+    @staticmethod
+    def _result(r) -> list | dict:
+        r.raise_for_status()
+        body = r.json()
+        if isinstance(body, dict) and body.get("success") is False:
+            raise ClassroomError(f"nbgrader answered: {body.get('value')}")
+        return body.get("value", body) if isinstance(body, dict) else body
+
+    def assignments(self, course_id: str = COURSE_ID) -> list[dict]:
+        """GET /assignments: what the Assignments panel lists (released, fetched, submitted)."""
+        return self._result(self.get("assignments", params={"course_id": course_id}))
+
+    def assignment_action(self, action: str, assignment: str, course_id: str = COURSE_ID):
+        """POST /assignments/{fetch,submit,fetch_feedback}, the panel's buttons."""
+        return self._result(self.post(f"assignments/{action}",
+                                      data={"assignment_id": assignment, "course_id": course_id}))
+
+    def read_notebook(self, path: str) -> dict:
+        r = self.get(f"api/contents/{path}", params={"content": 1})
+        r.raise_for_status()
+        return r.json()["content"]
+
+    def write_notebook(self, path: str, nb: dict) -> None:
+        r = self.put(f"api/contents/{path}", data=json.dumps(
+            {"type": "notebook", "format": "json", "content": nb}))
+        r.raise_for_status()
+
+    def stop_server(self) -> None:
+        self.http.delete(f"{self.hub_url}/hub/api/users/{self.user}/server",
+                         headers={"X-XSRFToken": self.http.cookies.get("_xsrf", path="/hub/")
+                                  or ""}, timeout=60)
