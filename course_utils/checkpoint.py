@@ -12,12 +12,13 @@ a crash while saving leaves the previous checkpoint intact, never a truncated fi
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from course_utils.atomic import atomic_write
 
 __all__ = ["save_atomic", "load_checkpoint", "rng_state", "set_rng_state"]
 
@@ -25,21 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def save_atomic(obj, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` through a temporary file and ``os.replace``: readers see the
-    old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save(obj, path)`` through :func:`course_utils.atomic.atomic_write`: readers
+    see the old file or the new one, never half of one."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

@@ -30,12 +30,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import stat
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Sequence
+
+from course_utils.atomic import atomic_dir
 
 __all__ = ["data_home", "fetch", "extract", "verify", "file_hash", "check_archive_members",
            "DownloadError", "ChecksumError", "UnsafeArchiveError", "ArchiveError"]
@@ -258,25 +259,17 @@ def extract(archive, target) -> Path:
     """
     archive, target = Path(archive), Path(target)
     check_archive_members(archive)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)
-        else:
-            with tarfile.open(archive) as tf:
-                tf.extractall(tmp, filter="data")  # belt and braces on top of the checks
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with atomic_dir(target) as tmp:
+            if zipfile.is_zipfile(archive):
+                with zipfile.ZipFile(archive) as zf:
+                    zf.extractall(tmp)
+            else:
+                with tarfile.open(archive) as tf:
+                    tf.extractall(tmp, filter="data")  # belt and braces on top of the checks
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise ArchiveError(f"{archive}: extraction failed ({type(exc).__name__}: {exc}); the "
                            "archive is truncated or corrupt — delete it and download again; "
                            f"nothing was written to {target}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("extracted %s to %s", archive, target)
     return target

@@ -17,22 +17,22 @@ For the embedded profile the course uses one standard transfer task on Fashion-M
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from course_utils.atomic import atomic_write
+from course_utils.fingerprint import dataset_fingerprint, record_digest
+
 __all__ = ["INITS", "SOURCE_CLASSES", "TARGET_CLASSES", "scratch_vs_pretrained", "summarize",
            "paired_gain", "plot_scratch_vs_pretrained", "source_target_split", "pretrain_source",
-           "pretrain_cache_path", "finetune_vs_scratch", "torch_trainer", "load_pretrained_torch"]
+           "pretrain_key", "pretrain_cache_path", "finetune_vs_scratch", "transfer_experiment", "torch_trainer", "load_pretrained_torch",
+           "subset_test_split"]
 
 log = logging.getLogger(__name__)
 
@@ -340,33 +340,38 @@ def source_target_split(data, source_classes: Sequence[int] = SOURCE_CLASSES,
     return data.select_classes(list(source_classes)), data.select_classes(list(target_classes))
 
 
-def _fingerprint(data) -> str:
-    h = hashlib.sha256()
-    for a in (data.x_train, data.y_train):
-        h.update(str((a.dtype, a.shape)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _pretrain_key(model_name, data, epochs, seed, per_class, batch_size, lr, model_kwargs,
-                  scheduler=None) -> dict:
-    key = {"recipe": _PRETRAIN_RECIPE, "model": model_name, "data": data.name,
-           "classes": list(data.classes), "fingerprint": _fingerprint(data), "epochs": epochs,
-           "seed": seed, "per_class": per_class, "batch_size": batch_size, "lr": lr,
-           "model_kwargs": dict(sorted((model_kwargs or {}).items()))}
-    if scheduler is not None:  # (absent, not None, so constant-rate caches keep their names)
+def pretrain_key(model_name: str, source, *, epochs: int, seed: int, per_class: int | None,
+                 batch_size: int, lr: float, model_kwargs: Mapping[str, Any] | None = None,
+                 scheduler: str | None = None, framework: str = "torch") -> dict:
+    """What a pretraining cache entry is keyed by, for both frameworks: the recipe version,
+    the model, the source data (name, classes, :func:`~course_utils.fingerprint.dataset_fingerprint`)
+    and every training setting. Keys that were added later are left out when they have their
+    old value (no scheduler; no ``model_kwargs`` in Keras), so existing caches keep their
+    names."""
+    key = {"recipe": _PRETRAIN_RECIPE, "model": model_name, "data": source.name,
+           "classes": list(source.classes), "fingerprint": dataset_fingerprint(source),
+           "epochs": epochs, "seed": seed, "per_class": per_class, "batch_size": batch_size,
+           "lr": lr}
+    if framework != "torch":
+        key["framework"] = framework
+    if framework == "torch" or model_kwargs:
+        key["model_kwargs"] = dict(sorted((model_kwargs or {}).items()))
+    if scheduler is not None:
         key["scheduler"] = scheduler
     return key
 
 
-def pretrain_cache_path(key: Mapping, cache_dir: str | Path | None = None) -> Path:
-    """Where the weights for a pretraining ``key`` live (``<cache>/<model>-<hash>.pt``)."""
+def pretrain_cache_path(key: Mapping, cache_dir: str | Path | None = None, *,
+                        suffix: str = ".pt") -> Path:
+    """Where the weights for a pretraining ``key`` live: ``<cache>/<model>-<hash><suffix>``
+    (``keras-<model>-...`` for Keras keys), ``<cache>`` defaulting to
+    ``$COURSE_DATA/pretrained``."""
     if cache_dir is None:
         from course_utils.download import data_home
 
         cache_dir = data_home("pretrained")
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"{key['model']}-{digest}.pt"
+    prefix = f"{key['framework']}-" if "framework" in key else ""
+    return Path(cache_dir) / f"{prefix}{key['model']}-{record_digest(key, 16)}{suffix}"
 
 
 def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
@@ -405,8 +410,9 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     if scheduler is not None and scheduler != "cosine":
         raise ValueError(f"scheduler = {scheduler!r}: pretrain_source caches by name; use None or "
                          "'cosine'")
-    key = _pretrain_key(model_name, source, epochs, seed, per_class, batch_size, lr, model_kwargs,
-                        scheduler)
+    key = pretrain_key(model_name, source, epochs=epochs, seed=seed, per_class=per_class,
+                       batch_size=batch_size, lr=lr, model_kwargs=model_kwargs,
+                       scheduler=scheduler)
     path = pretrain_cache_path(key, cache_dir)
     if path.exists():
         try:
@@ -423,7 +429,7 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     rgb = source.x_train.ndim == 3 and spec.input_size[0] == 3
     common = dict(rgb=rgb, mean=spec.mean, std=spec.std)
     train = FastLoader(source.x_train, source.y_train, batch_size, shuffle=True, seed=seed, **common)
-    x_test, y_test = _test_subset(source, n_test)
+    x_test, y_test = subset_test_split(source, n_test)
     test = FastLoader(x_test, y_test, 500, shuffle=False, seed=None, **common)
     hist = fit(model, train, epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, device=device,
                progress=progress)
@@ -438,8 +444,9 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     return (state, meta) if return_meta else state
 
 
-def _test_subset(data, n_test: int | None):
-    """``data``'s test split, or ``n_test`` images of it drawn with seed 0 (kept in order)."""
+def subset_test_split(data, n_test: int | None):
+    """``data``'s test split, or ``n_test`` images of it drawn with seed 0 (kept in order):
+    the source test images :func:`pretrain_source` scores (both frameworks)."""
     x, y = data.x_test, data.y_test
     if n_test is not None:
         if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 1:
@@ -453,15 +460,7 @@ def _test_subset(data, n_test: int | None):
 def _atomic_save(obj, path: Path) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequence[int] = (10,),
@@ -481,15 +480,35 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
     the target classes, scored on the target test split. ``trainer`` (default
     :func:`torch_trainer`) gets ``train_kwargs``. Returns the table of
     :func:`scratch_vs_pretrained`. The Keras twin takes the same arguments."""
+    pretrain = dict(epochs=pretrain_epochs, seed=pretrain_seed, per_class=pretrain_per_class,
+                    batch_size=pretrain_batch_size, lr=pretrain_lr, scheduler=pretrain_scheduler,
+                    n_test=pretrain_n_test)
+    return transfer_experiment(pretrain_source, lambda name, num_classes: name, model_name, data,
+                               sizes, seeds, pretrain_kwargs=pretrain,
+                               source_classes=source_classes, target_classes=target_classes,
+                               cache_dir=cache_dir, trainer=trainer, load_state=None,
+                               finetune_kwargs=finetune_kwargs, progress=progress, **train_kwargs)
+
+
+def transfer_experiment(pretrain: Callable, make_model: Callable, model_name: str, data,
+                        sizes: Sequence[int], seeds: Sequence[int], *,
+                        pretrain_kwargs: Mapping[str, Any], source_classes: Sequence[int],
+                        target_classes: Sequence[int], cache_dir, trainer: Callable | None,
+                        load_state: Callable | None, finetune_kwargs, progress: bool,
+                        **train_kwargs):
+    """What both ``finetune_vs_scratch`` twins do, with the framework's parts passed in:
+    ``pretrain`` (a ``pretrain_source``), ``make_model(model_name, num_classes)`` (what
+    :func:`scratch_vs_pretrained` takes as ``make_model``), ``trainer`` and ``load_state``.
+    Splits ``data`` (default Fashion-MNIST) into source and target classes, pretrains on the
+    source (cached) and compares on the target."""
     if data is None:
         from course_utils.data import load
 
         data = load("fashion_mnist")
     _, target = source_target_split(data, source_classes, target_classes)
-    state = pretrain_source(model_name, data, epochs=pretrain_epochs, seed=pretrain_seed,
-                            per_class=pretrain_per_class, batch_size=pretrain_batch_size,
-                            lr=pretrain_lr, source_classes=source_classes,
-                            scheduler=pretrain_scheduler, n_test=pretrain_n_test,
-                            cache_dir=cache_dir, progress=progress)
-    return scratch_vs_pretrained(model_name, state, target, sizes, seeds, trainer=trainer,
-                                 finetune_kwargs=finetune_kwargs, progress=progress, **train_kwargs)
+    state = pretrain(model_name, data, source_classes=source_classes, cache_dir=cache_dir,
+                     progress=progress, **pretrain_kwargs)
+    return scratch_vs_pretrained(make_model(model_name, target.num_classes), state, target,
+                                 sizes, seeds, trainer=trainer, load_state=load_state,
+                                 finetune_kwargs=finetune_kwargs, progress=progress,
+                                 **train_kwargs)

@@ -9,27 +9,26 @@ per (model, weights, layer, data, transform) and caches the result as ``.npy`` u
 The cache key (:func:`feature_cache_key`) is a hash of those five things, so changing any
 of them (another layer, other images, another input size) computes anew; the PyTorch
 path also adds a fingerprint of the model's current weights, so features of a model that
-has been fine-tuned since are never mistaken for the pretrained ones. The Keras side
-(``course_utils.keras``) writes the same format through the same functions.
-
-Files: ``<cache_dir>/<key>.npy`` (float32, one row per image) and ``<key>.json`` (what the
-key was made of, for people). Both are written atomically (temporary file + rename), so an
-interrupted run never leaves a half-written cache entry.
+has been fine-tuned since are never mistaken for the pretrained ones. The cache itself
+(keys, files, atomic writes) is :mod:`course_utils.feature_cache`, which imports no
+framework; its names are re-exported here. The Keras side (``course_utils.keras``) writes
+the same format through the same module.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
 from torch import nn
+
+from course_utils.feature_cache import (CACHE_FORMAT, data_fingerprint, feature_cache_dir,
+                                        feature_cache_key, feature_cache_path,
+                                        load_cached_features, save_cached_features)
+from course_utils.fingerprint import weights_fingerprint
+from course_utils.preprocessing import image_layout
 
 __all__ = ["CACHE_FORMAT", "ArrayTransform", "data_fingerprint", "state_fingerprint",
            "feature_cache_key", "feature_cache_dir", "feature_cache_path", "save_cached_features",
@@ -38,109 +37,18 @@ __all__ = ["CACHE_FORMAT", "ArrayTransform", "data_fingerprint", "state_fingerpr
 
 log = logging.getLogger(__name__)
 
-#: bumped when the meaning of a cache entry changes; part of every key
-CACHE_FORMAT = 1
+# --- keys and the cache (framework-neutral, in course_utils.feature_cache) ------------------
 
-
-# --- keys and the cache ------------------------------------------------------------------
-
-def data_fingerprint(x) -> str:
-    """sha256 of an array's dtype, shape and bytes: two arrays share a fingerprint only if
-    they hold the same images in the same order."""
-    a = np.ascontiguousarray(np.asarray(x))
-    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
-    h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
+def _tensor_records(named_tensors):
+    for name, t in named_tensors:
+        t = t.detach().to("cpu").contiguous()
+        yield name, str(t.dtype), tuple(t.shape), t.view(-1).view(torch.uint8).numpy()
 
 
 def state_fingerprint(model: nn.Module) -> str:
     """sha256 of a model's state dict (names, shapes and values of parameters and
     buffers): it changes as soon as training changes a single weight."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(memoryview(t.view(-1).view(torch.uint8).numpy()))
-    return h.hexdigest()
-
-
-def feature_cache_key(model: str, weights, layer, data, transform, **extra) -> str:
-    """The cache key: 32 hex digits of sha256 over a canonical JSON record of
-    ``model`` (registry name), ``weights`` (weights name, ``None`` for random init),
-    ``layer`` (``None`` = the classifier's input), ``data`` (a :func:`data_fingerprint`, or
-    the array itself), ``transform`` (its ``repr``, or the object) and any ``extra`` fields
-    (e.g. ``framework="keras"``, ``state=...``). Same inputs, same key, in any process and
-    in both frameworks."""
-    if not isinstance(data, str):
-        data = data_fingerprint(data)
-    if not isinstance(transform, str):
-        transform = repr(transform)
-    record = {"format": CACHE_FORMAT, "model": str(model),
-              "weights": None if weights is None else str(getattr(weights, "name", weights)),
-              "layer": None if layer is None else str(layer), "data": data,
-              "transform": transform}
-    for k, v in extra.items():
-        if k in record:
-            raise ValueError(f"extra key field {k!r} would overwrite a main field")
-        record[k] = v
-    blob = json.dumps(record, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
-
-
-def feature_cache_dir(cache_dir=None) -> Path:
-    """``cache_dir`` if given, else ``$COURSE_DATA/features`` (``~/.cache/course_utils/
-    features`` when ``COURSE_DATA`` is unset)."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    from course_utils.download import data_home
-
-    return data_home("features")
-
-
-def feature_cache_path(key: str, cache_dir=None) -> Path:
-    """The ``.npy`` file of a cache key."""
-    return feature_cache_dir(cache_dir) / f"{key}.npy"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt included: never leave a partial file
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_cached_features(key: str, features: np.ndarray, cache_dir=None,
-                         meta: dict | None = None) -> Path:
-    """Write ``features`` (as float32) under ``key``, atomically; ``meta`` (what the key was
-    made of) goes to the ``.json`` beside it. Returns the ``.npy`` path."""
-    path = feature_cache_path(key, cache_dir)
-    arr = np.ascontiguousarray(features, dtype=np.float32)
-    info = {"key": key, "shape": list(arr.shape), "dtype": "float32", **(meta or {})}
-    _atomic_write(path.with_suffix(".json"),
-                  lambda f: f.write(json.dumps(info, indent=1, sort_keys=True, default=str).encode()))
-    _atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False))
-    log.info("cached features %s -> %s", arr.shape, path)
-    return path
-
-
-def load_cached_features(key: str, cache_dir=None) -> np.ndarray | None:
-    """The cached features of ``key``, or None if there are none (or the file is unreadable,
-    which is logged and treated as a miss)."""
-    path = feature_cache_path(key, cache_dir)
-    if not path.exists():
-        return None
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
-        return None
+    return weights_fingerprint(_tensor_records(model.state_dict().items()))
 
 
 # --- transforms --------------------------------------------------------------------------
@@ -158,11 +66,16 @@ class ArrayTransform:
         return f"ArrayTransform(mean={self.mean}, std={self.std}, size={self.size})"
 
     def __call__(self, images) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-        if x.ndim == 3:  # NHW
+        tensor = isinstance(images, torch.Tensor)
+        x = images if tensor else torch.as_tensor(np.asarray(images))
+        layout = image_layout(tuple(x.shape), channels_first=tensor)
+        if layout == "NHW":
             x = x[:, None]
-        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW
+        elif layout == "NHWC":  # NumPy arrays are channels-last; tensors NCHW already
+            x = x.permute(0, 3, 1, 2)
+        elif layout != "NCHW":
+            raise ValueError(f"ArrayTransform takes a batch of images (NHW or NHWC NumPy, or an "
+                             f"NCHW tensor), got shape {tuple(x.shape)} ({layout})")
         x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
@@ -265,13 +178,9 @@ def _stable_repr(transform) -> str | None:
 
 
 def _batches_fingerprint(data) -> str:
-    h = hashlib.sha256()
-    for batch in data:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        t = torch.as_tensor(x).detach().to("cpu").contiguous()
-        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(memoryview(t.view(-1).view(torch.uint8).numpy()))
-    return h.hexdigest()
+    return weights_fingerprint(_tensor_records(
+        (str(i), torch.as_tensor(batch[0] if isinstance(batch, (tuple, list)) else batch))
+        for i, batch in enumerate(data)))
 
 
 def extract_features(model: nn.Module, data, *, layer: str | None = None, transform=None,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from course_utils.atomic import atomic_write_json
+
 __all__ = ["build_dir", "record", "load"]
 
 
@@ -50,10 +52,7 @@ def record(notebook: str, **results) -> Path:
     path = out / f"{notebook}.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(_plain(results))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, data, indent=1, sort_keys=True)
 
 
 def load(notebook: str, directory: str | Path | None = None) -> dict:

@@ -67,10 +67,8 @@ def resolve_weights_name(model: str, available, weights) -> str | None:
     if weights is None or weights is False:
         return None
     names = list(available)
-    key = weights
-    if isinstance(weights, enum.Enum):
-        key = weights.value
-    key = getattr(key, "name", key)  # a stored record, or a torchvision enum member
+    # an enum member (ours: DEFAULT's name is its target's; torchvision's), or a stored record
+    key = getattr(weights, "name", weights)
     if weights is True or key == DEFAULT:
         key = names[0] if names else DEFAULT
     if isinstance(key, str):

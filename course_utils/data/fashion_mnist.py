@@ -22,11 +22,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from course_utils.atomic import atomic_write
 from course_utils.data.core import ImageData, register
 from course_utils.download import data_home
 
@@ -152,16 +152,8 @@ def _load_npy(cache: Path) -> dict[str, np.ndarray] | None:
 
 
 def _save_npy(cache: Path, arrays: dict[str, np.ndarray]) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
-    for key, a in arrays.items():
-        final = cache / f"{key}.npy"
-        tmp = cache / f".{key}.{os.getpid()}.npy.part"
-        try:
-            with open(tmp, "wb") as fh:  # a handle: np.save(path) would append ".npy"
-                np.save(fh, a, allow_pickle=False)
-            os.replace(tmp, final)  # atomic: readers never see half a file
-        finally:
-            tmp.unlink(missing_ok=True)
+    for key, a in arrays.items():  # a handle: np.save(path) would append ".npy"
+        atomic_write(cache / f"{key}.npy", lambda fh, a=a: np.save(fh, a, allow_pickle=False))
 
 
 def _fetch_gz(key: str, raw_dir: Path, download: bool) -> Path:

@@ -37,6 +37,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from course_utils.atomic import atomic_dir
 from course_utils.data.core import ImageData, register
 from course_utils.download import data_home, extract, fetch
 
@@ -223,17 +224,10 @@ def load_image_folder(path, *, classes: Sequence[str] | None = None,
                     name or root, len(skipped), skipped[0])
     meta = {"source": str(root), "classes": list(classes), "size": size, "skipped": skipped, **extra}
     if cache is not None:
-        tmp = cache.parent / f".{cache.name}.partial-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(cache) as tmp:
             for k, a in arrays.items():
                 np.save(tmp / f"{k}.npy", a, allow_pickle=False)
             (tmp / "meta.json").write_text(json.dumps(meta))
-            shutil.rmtree(cache, ignore_errors=True)
-            os.replace(tmp, cache)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return ImageData(name or root.name, classes=tuple(class_names or classes), meta=meta, **arrays)
 
 

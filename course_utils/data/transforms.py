@@ -22,27 +22,18 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from course_utils.preprocessing import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN,
+                                        INCEPTION_STD, resize_for_crop)
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD",
            "train_transform", "eval_transform", "sample_crop_boxes",
            "resample_matrices", "crop_flip_matrices", "apply_separable", "random_resized_crop_flip",
            "crop_resize_normalize", "random_flip", "resize_center_crop", "normalize_batch"]
 
-#: torchvision's ImageNet statistics (ResNet, VGG, MobileNetV2); same values as
-#: ``course_utils.models.imagenet``.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The [-1, 1] scaling that TF-trained weights (EfficientNet-Lite) expect.
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
+# IMAGENET_MEAN/STD and INCEPTION_MEAN/STD are course_utils.preprocessing's, re-exported.
 
 DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-
-
-def _resize_for(size: int, crop_pct: float) -> int:
-    if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct={crop_pct!r}: use a fraction in (0, 1], e.g. 0.875 (=224/256)")
-    return int(math.floor(size / crop_pct))
 
 
 # --------------------------------------------------------------------------- per-sample
@@ -78,7 +69,7 @@ def eval_transform(size: int = 224, *, crop_pct: float = 0.875, rgb: bool = True
     steps = [T.ToImage()]
     if rgb:
         steps.append(T.RGB())
-    steps += [T.Resize(_resize_for(size, crop_pct), antialias=True), T.CenterCrop(size),
+    steps += [T.Resize(resize_for_crop(size, crop_pct), antialias=True), T.CenterCrop(size),
               T.ToDtype(torch.float32, scale=True)]
     if mean is not None:
         steps.append(T.Normalize(list(mean), list(std)))
@@ -221,7 +212,7 @@ def resize_center_crop(x: torch.Tensor, size: int, *, crop_pct: float = 1.0) -> 
     """Resize a float NCHW batch so its shorter side is ``size / crop_pct`` and centre-crop
     ``size`` x ``size``: the batched eval transform (``crop_pct=1``: a plain resize)."""
     H, W = x.shape[-2:]
-    short = _resize_for(size, crop_pct)
+    short = resize_for_crop(size, crop_pct)
     nh, nw = (short, max(short, round(W * short / H))) if H <= W else (max(short, round(H * short / W)), short)
     if (nh, nw) != (H, W):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False,

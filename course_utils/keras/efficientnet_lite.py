@@ -21,10 +21,9 @@ PyTorch model takes, only NHWC instead of NCHW, and returns logits (no softmax).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
+from course_utils.atomic import atomic_path
 from course_utils.download import data_home
 from course_utils.keras._backend import keras, save_weights
 
@@ -159,17 +158,10 @@ def _write_cache(path: Path) -> keras.Model:
     ref = _reference_model()
     for layer_name, arrays in lite0_keras_weights_from_torch().items():
         ref.get_layer(layer_name).set_weights(arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keras insists on the ".weights.h5" suffix; write next to the target, then rename, so
-    # an interrupted conversion never leaves a truncated cache behind.
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=path.parent)
-    os.close(fd)
-    try:
+    # Keras insists on the ".weights.h5" suffix; an interrupted conversion never leaves a
+    # truncated cache behind
+    with atomic_path(path, suffix=".weights.h5") as tmp:
         save_weights(ref, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info("converted the PyTorch EfficientNet-Lite0 ImageNet weights to %s", path)
     return ref
 

@@ -16,18 +16,18 @@ ready for ``paired_gain`` and ``plot_scratch_vs_pretrained``:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from course_utils.atomic import atomic_path, atomic_write_json
+# framework-neutral at import time (it imports torch only inside its PyTorch functions)
+from course_utils.experiments import (SOURCE_CLASSES, TARGET_CLASSES, pretrain_cache_path,
+                                      pretrain_key, subset_test_split, transfer_experiment)
 from course_utils.keras._backend import keras, save_weights
 from course_utils.keras.models import create_model, get_spec, layer_groups
 from course_utils.keras.pipeline import TFLoader
@@ -37,10 +37,6 @@ __all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "keras_model_factory", "load_pret
            "keras_trainer", "pretrain_source", "finetune_vs_scratch"]
 
 log = logging.getLogger(__name__)
-
-SOURCE_CLASSES = (0, 1, 2, 3, 4)
-TARGET_CLASSES = (5, 6, 7, 8, 9)
-_PRETRAIN_RECIPE = 1  # bump when the pretraining changes, so old cached weights are not reused
 
 
 def keras_model_factory(name: str = "small_cnn", num_classes: int = 5, *, reuse: bool = False,
@@ -143,15 +139,6 @@ def keras_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
             "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
 
 
-def _pretrain_path(key: Mapping, cache_dir) -> Path:
-    if cache_dir is None:
-        from course_utils.download import data_home
-
-        cache_dir = data_home("pretrained")
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"keras-{key['model']}-{digest}.weights.h5"
-
-
 def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
                     per_class: int | None = None, batch_size: int = 128, lr: float = 1e-3,
                     source_classes: Sequence[int] = SOURCE_CLASSES,
@@ -164,8 +151,6 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     ``device``; ``model_kwargs`` go to ``create_model``). ``return_meta=True``
     also returns the source test accuracy (on ``n_test`` images drawn with seed 0, default
     all of the source test split) and timing."""
-    from course_utils.experiments import _fingerprint, _test_subset
-
     if data is None:
         from course_utils.data import load
 
@@ -173,14 +158,10 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     source = data.select_classes(list(source_classes))
     if per_class is not None:
         source = source.per_class(per_class, seed)
-    key = {"recipe": _PRETRAIN_RECIPE, "framework": "keras", "model": model_name,
-           "data": data.name, "classes": list(source.classes), "fingerprint": _fingerprint(source),
-           "epochs": epochs, "seed": seed, "per_class": per_class, "batch_size": batch_size, "lr": lr}
-    if scheduler is not None:  # (absent, not None, so constant-rate caches keep their names)
-        key["scheduler"] = scheduler
-    if model_kwargs:  # (likewise)
-        key["model_kwargs"] = dict(sorted(model_kwargs.items()))
-    path = _pretrain_path(key, cache_dir)
+    key = pretrain_key(model_name, source, epochs=epochs, seed=seed, per_class=per_class,
+                       batch_size=batch_size, lr=lr, model_kwargs=model_kwargs,
+                       scheduler=scheduler, framework="keras")
+    path = pretrain_cache_path(key, cache_dir, suffix=".weights.h5")
     make = keras_model_factory(model_name, source.num_classes, **dict(model_kwargs or {}))
     model = make(seed)
     meta_path = path.with_suffix("").with_suffix(".json")
@@ -199,22 +180,17 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     hist = fit(model, TFLoader(source.x_train, source.y_train, batch_size, shuffle=True,
                                seed=seed, **common),
                epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, progress=progress)
-    x_test, y_test = _test_subset(source, n_test)
+    x_test, y_test = subset_test_split(source, n_test)
     scores = evaluate(model, TFLoader(x_test, y_test, 500, **common))
     meta = dict(key, source_test_acc=scores["acc"], source_test_loss=scores["loss"],
                 train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
                 n_train=len(source.y_train))
     log.info("pretrained Keras %s on %d source images in %.1fs: source test accuracy %.3f",
              model_name, len(source.y_train), meta["seconds"], meta["source_test_acc"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".weights.h5")
-    os.close(fd)
-    try:  # weights first, then the meta file that marks the entry complete
+    # weights first, then the meta file that marks the entry complete (both atomic)
+    with atomic_path(path, suffix=".weights.h5") as tmp:
         save_weights(model, tmp)
-        os.replace(tmp, path)
-        meta_path.write_text(json.dumps(meta, indent=1, default=str))
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_json(meta_path, meta, indent=1, default=str)
     return (_state_of(model), meta) if return_meta else _state_of(model)
 
 
@@ -233,20 +209,12 @@ def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequenc
     (columns ``init, size, seed, n_train, test_acc, ...``); ``train_kwargs`` go to
     ``trainer`` (default :func:`keras_trainer`; e.g. ``epochs``, ``lr``, ``batch_size``,
     ``test_indices``). Same arguments as the PyTorch twin."""
-    from course_utils.experiments import scratch_vs_pretrained, source_target_split
-
-    if data is None:
-        from course_utils.data import load
-
-        data = load("fashion_mnist")
-    _, target = source_target_split(data, source_classes, target_classes)
-    state = pretrain_source(model_name, data, epochs=pretrain_epochs, seed=pretrain_seed,
-                            per_class=pretrain_per_class, batch_size=pretrain_batch_size,
-                            lr=pretrain_lr, source_classes=source_classes,
-                            scheduler=pretrain_scheduler, cache_dir=cache_dir,
-                            n_test=pretrain_n_test, progress=progress)
-    return scratch_vs_pretrained(keras_model_factory(model_name, target.num_classes, reuse=True),
-                                 state, target,
-                                 sizes, seeds, trainer=trainer or keras_trainer,
-                                 load_state=load_pretrained_keras, finetune_kwargs=finetune_kwargs,
-                                 progress=progress, **train_kwargs)
+    pretrain = dict(epochs=pretrain_epochs, seed=pretrain_seed, per_class=pretrain_per_class,
+                    batch_size=pretrain_batch_size, lr=pretrain_lr, scheduler=pretrain_scheduler,
+                    n_test=pretrain_n_test)
+    return transfer_experiment(
+        pretrain_source, lambda name, n: keras_model_factory(name, n, reuse=True), model_name,
+        data, sizes, seeds, pretrain_kwargs=pretrain, source_classes=source_classes,
+        target_classes=target_classes, cache_dir=cache_dir, trainer=trainer or keras_trainer,
+        load_state=load_pretrained_keras, finetune_kwargs=finetune_kwargs, progress=progress,
+        **train_kwargs)

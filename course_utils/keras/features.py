@@ -1,20 +1,22 @@
-"""Feature extraction from Keras models, cached in the PyTorch side's format.
+"""Feature extraction from Keras models, cached in the format the PyTorch side uses.
 
-The cache is :mod:`course_utils.features`' own: the key comes from its
-``feature_cache_key`` (model name, weights, layer, data fingerprint, preprocessing, plus
-``framework="keras"`` and a fingerprint of the current weights), and the files are written
-and read by its ``save_cached_features``/``load_cached_features`` (``<key>.npy``, float32,
-one row per image, and ``<key>.json``). So ``fit_linear_head`` and the plots take Keras
+The cache is :mod:`course_utils.feature_cache` (framework-neutral: importing it does not
+import PyTorch): the key comes from its ``feature_cache_key`` (model name, weights, layer,
+data fingerprint, preprocessing, plus ``framework="keras"`` and a fingerprint of the
+current weights), and the files are written and read by its ``save_cached_features``/
+``load_cached_features`` (``<key>.npy``, float32, one row per image, and ``<key>.json``). So ``fit_linear_head`` and the plots take Keras
 features exactly as they take PyTorch ones, and a notebook can compare both.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from course_utils.feature_cache import (data_fingerprint, feature_cache_key,
+                                        load_cached_features, save_cached_features)
+from course_utils.fingerprint import weights_fingerprint
 from course_utils.keras._backend import keras, tf
 from course_utils.keras.models import layer_groups
 from course_utils.keras.pipeline import TFLoader
@@ -27,12 +29,12 @@ log = logging.getLogger(__name__)
 def keras_state_fingerprint(model) -> str:
     """sha256 over every variable's path, shape and values: changes when training changes
     any weight, so fine-tuned features never pass for pretrained ones."""
-    h = hashlib.sha256()
-    for v in model.weights:
-        a = np.ascontiguousarray(v.numpy())
-        h.update(f"{v.path}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
+    def records():
+        for v in model.weights:
+            a = np.ascontiguousarray(v.numpy())
+            yield v.path, a.dtype.str, a.shape, a
+
+    return weights_fingerprint(records())
 
 
 def _head_layer(model):
@@ -111,9 +113,6 @@ def extract_features(model, data, *, layer: str | None = None, size: int | None 
     Keras only: ``rgb``/``mean``/``std`` describe the preprocessing (the PyTorch twin takes a
     ``transform`` object); there is no ``device`` (TensorFlow places the model itself).
     """
-    from course_utils.features import (data_fingerprint, feature_cache_key,
-                                       load_cached_features, save_cached_features)
-
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8:
             raise TypeError(f"extract_features takes uint8 images as arrays (got {data.dtype}); "

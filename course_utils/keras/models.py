@@ -26,7 +26,6 @@ fine-tuning helpers in :mod:`course_utils.keras.transfer` use.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import re
@@ -39,7 +38,10 @@ import numpy as np
 
 from course_utils.keras._backend import keras
 from course_utils.keras.efficientnet_lite import EfficientNetLite0
+from course_utils.factory import check_builder_options, check_num_classes
 from course_utils.keras.small_cnn import SmallCNN
+from course_utils.preprocessing import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, INCEPTION_MEAN,
+                                        INCEPTION_STD)
 from course_utils.weights import IMAGENET, WeightsEnum, resolve_weights_name, weights_enum
 
 __all__ = ["KerasModelSpec", "KerasWeights", "PretrainedWeightsUnavailable", "create_model",
@@ -47,13 +49,6 @@ __all__ = ["KerasModelSpec", "KerasWeights", "PretrainedWeightsUnavailable", "cr
 
 log = logging.getLogger(__name__)
 
-# Fashion-MNIST pixel statistics (of x / 255), as on the PyTorch side.
-FASHION_MNIST_MEAN = (0.2860,)
-FASHION_MNIST_STD = (0.3530,)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
 
 _APP_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -287,19 +282,12 @@ def create_model(name: str, weights=None, num_classes: int | None = None, *,
     """
     spec = get_spec(name)
     key = resolve_weights_name(name, spec.weights, weights)
-    n = spec.default_num_classes if num_classes is None else int(num_classes)
-    if n < 1:
-        raise ValueError(f"create_model({name!r}): num_classes must be >= 1, got {num_classes!r}")
+    n = check_num_classes(name, num_classes, spec.default_num_classes)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"create_model({name!r}): pooling must be None, 'avg' or 'max', got {pooling!r}")
     if input_shape is None and include_top:
         input_shape = spec.input_shape
-    accepted = [p.name for p in inspect.signature(spec.builder).parameters.values()
-                if p.kind == p.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise TypeError(f"create_model({name!r}) got unknown option(s) {unknown}; it accepts "
-                        f"{accepted or 'none'}")
+    check_builder_options(name, spec.builder, options)
     # the builders speak keras.applications' language: "imagenet" or None
     model = spec.builder("imagenet" if key is not None else None, n, include_top,
                          tuple(input_shape) if input_shape else None, pooling, **options)

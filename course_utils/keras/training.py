@@ -22,15 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from course_utils.atomic import atomic_path, atomic_write, atomic_write_json
 from course_utils.history import History
 from course_utils.keras._backend import keras, save_weights, tf
 from course_utils.keras.pipeline import TFLoader
@@ -309,18 +308,6 @@ class CosineSchedule(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.base_lr)
 
 
-def _atomic(path: Path, write: Callable[[str], None], suffix: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: never leave a half-written checkpoint
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class EpochCheckpoint(keras.callbacks.Callback):
     """Early stopping on ``val_loss``, the best epoch's weights, and a resumable checkpoint.
 
@@ -350,8 +337,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 self.es = {"best_loss": vl, "best_epoch": epoch + 1, "bad_epochs": 0}
                 self.best_weights = [np.array(w) for w in self.model.get_weights()]
                 if self.directory is not None:
-                    _atomic(self.directory / BEST_WEIGHTS,
-                            lambda p: np.savez(p, *self.best_weights), ".npz")
+                    atomic_write(self.directory / BEST_WEIGHTS,
+                                 lambda f: np.savez(f, *self.best_weights))
             else:
                 self.es["bad_epochs"] += 1
                 if self.patience is not None and self.es["bad_epochs"] >= self.patience:
@@ -366,14 +353,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def _save(self, epoch: int) -> None:
         d = self.directory
         weights = d / f"epoch-{epoch:04d}.weights.h5"
-        _atomic(weights, lambda p: save_weights(self.model, p), ".weights.h5")
+        with atomic_path(weights, suffix=".weights.h5") as tmp:  # Keras wants the suffix
+            save_weights(self.model, tmp)
         state = {"format": _FORMAT, "framework": "keras", "epoch": epoch, "seed": self.seed,
                  "weights": weights.name, "model": self.model.name,
                  "history": self.history_.to_dict(), "early_stopping": self.es,
                  "seed_generators": [np.asarray(v.numpy()).tolist()
                                      for v in _seed_generator_states(self.model)]}
-        _atomic(d / CHECKPOINT_STATE,
-                lambda p: Path(p).write_text(json.dumps(state, indent=1, default=float)), ".json")
+        atomic_write_json(d / CHECKPOINT_STATE, state, indent=1, default=float)
         for old in d.glob("epoch-*.weights.h5"):
             if old.name != weights.name:
                 old.unlink(missing_ok=True)

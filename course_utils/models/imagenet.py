@@ -10,15 +10,14 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from course_utils.preprocessing import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN,
+                                        INCEPTION_STD, image_layout, resize_for_crop)
+
 __all__ = ["imagenet_categories", "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN",
            "INCEPTION_STD", "EvalTransform", "topk_labels"]
 
-#: torchvision's ImageNet normalisation (ResNet, VGG, MobileNetV2, small_cnn on RGB).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The TF/"inception" normalisation the EfficientNet-Lite weights were trained with: [-1, 1].
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
+# IMAGENET_MEAN/STD (torchvision's) and INCEPTION_MEAN/STD ([-1, 1], the EfficientNet-Lite
+# weights') are course_utils.preprocessing's, re-exported here.
 
 
 @lru_cache(maxsize=1)
@@ -50,17 +49,18 @@ class EvalTransform:
 
         x = images
         if isinstance(x, np.ndarray):
-            if x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3)):
-                x = x[None]  # one image, HW or HWC
+            layout = image_layout(x.shape)
+            if layout in ("HW", "HWC"):
+                x = x[None]  # one image
             if x.ndim == 3:  # NHW grayscale
                 x = x[..., None]
             x = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
-        elif x.ndim == 3:
+        elif image_layout(x.shape, channels_first=True) == "CHW":
             x = x[None]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         mode = InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
-        resize_to = int(round(self.size / self.crop_pct))
+        resize_to = resize_for_crop(self.size, self.crop_pct)
         x = TF.resize(x, [resize_to], interpolation=mode, antialias=True)
         x = TF.center_crop(x, [self.size, self.size])
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()

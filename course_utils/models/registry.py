@@ -8,13 +8,13 @@ from those groups, so it never needs to know which architecture it is looking at
 """
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
 
+from course_utils.factory import check_builder_options, check_num_classes
 from course_utils.weights import WeightsEnum, resolve_weights_name, weights_enum
 
 __all__ = ["ModelSpec", "Weights", "register", "create_model", "list_models", "get_spec",
@@ -125,15 +125,8 @@ def create_model(name: str, weights=None, num_classes: int | None = None, **opti
     """
     spec = get_spec(name)
     w = _resolve_weights(spec, weights)
-    n = spec.default_num_classes if num_classes is None else int(num_classes)
-    if n < 1:
-        raise ValueError(f"create_model({name!r}): num_classes must be >= 1, got {num_classes!r}")
-    accepted = [p.name for p in inspect.signature(spec.builder).parameters.values()
-                if p.kind == p.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise TypeError(f"create_model({name!r}) got unknown option(s) {unknown}; it accepts "
-                        f"{accepted or 'none'}")
+    n = check_num_classes(name, num_classes, spec.default_num_classes)
+    check_builder_options(name, spec.builder, options)
     model = spec.builder(w, n, **options)
     model.course_spec = spec
     model.course_weights = w

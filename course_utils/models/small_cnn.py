@@ -15,6 +15,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from course_utils.preprocessing import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+
 __all__ = ["SmallCNN", "ConvBNReLU", "SMALL_CNN_LAYOUT", "BN_EPS", "BN_MOMENTUM",
            "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "small_cnn_groups"]
 
@@ -23,9 +25,7 @@ BN_EPS = 1e-5
 #: PyTorch's BatchNorm momentum (weight of the *new* batch statistic). Keras counts the other
 #: way round: ``BatchNormalization(momentum=0.9)`` is the same update.
 BN_MOMENTUM = 0.1
-#: Fashion-MNIST training-set pixel mean and standard deviation (of x / 255).
-FASHION_MNIST_MEAN = (0.2860,)
-FASHION_MNIST_STD = (0.3530,)
+# FASHION_MNIST_MEAN/STD (of x / 255) are course_utils.preprocessing's, re-exported here.
 
 #: The architecture as data: group -> layers, input to output. ``conv(k, out)`` is a k x k
 #: convolution with 'same' padding, stride 1, no bias, followed by BatchNorm and ReLU.
