@@ -34,8 +34,10 @@ def test_course_grade_command(course, tmp_path, capsys):
     out_csv = tmp_path / "grades.csv"
     rc = main(["grade", "ag1", "--course-dir", str(course), "--workers", "2",
                "--timeout", "120", "--csv", str(out_csv)])
-    out = capsys.readouterr().out
-    assert rc == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    # 'broken' could not be graded: loudly, with exit status 1
+    assert rc == 1 and "could not be graded: broken" in captured.err
     table = {line.split()[0]: line.split() for line in out.splitlines()
              if line.startswith(("good ", "blank ", "empty ", "broken "))}
     assert table == {"good": ["good", "3", "3", "ok"], "blank": ["blank", "0", "3", "ok"],

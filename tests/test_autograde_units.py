@@ -131,7 +131,8 @@ def test_merge_notes_memory_timeout_and_dropped_output():
               dict(_cell_event(4, [tmo]), dropped_output_bytes=1234, processes=60),
               _cell_event(5), {"event": "done"}]
     merge_run(nb, SandboxRun(events=events, returncode=0), LIMITS, rec)
-    assert rec.statuses == {"memory", "cell-timeout", "processes"}
+    assert rec.statuses == {"memory", "cell-timeout", "processes", "output-limit"}
+    assert any("Output limit" in n and "code cell 4" in n for n in rec.notes)
     assert "1234 bytes" in nb.cells[4].outputs[-1]["text"]
     assert nb.cells[4].outputs[-1]["name"] == "stdout"  # stderr would zero a test cell
     assert _score(nb) == 5  # the answer cells failed, not the tests

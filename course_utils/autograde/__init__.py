@@ -133,8 +133,10 @@ def parse_size(text: str, what: str = "size") -> int:
 def cli_grade(args: argparse.Namespace) -> int:
     """``course grade ASSIGNMENT``: grade, print the summary table, write CSV and feedback.
 
-    Exit status 0 when the class was graded (whatever the submissions did), 2 when it
-    could not be (no bubblewrap, unknown assignment, no submissions ...).
+    Exit status 0 when every submission was graded (whatever the submissions did), 1
+    when some could not be (their gradebook scores, if any, are an earlier run's and
+    marked STALE), 2 when the class could not be graded at all (no bubblewrap, unknown
+    assignment, no submissions ...).
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -179,4 +181,11 @@ def cli_grade(args: argparse.Namespace) -> int:
     if run.feedback:
         print(f"feedback HTML in {run.course_dir / 'feedback'}"
               + (f" (none for: {', '.join(sorted(failed))})" if failed else ""))
+    ungraded = [r for r in run.results if r.failed]
+    if ungraded:
+        print(f"error: {len(ungraded)} submission(s) could not be graded: "
+              + ", ".join(r.student + (" (score STALE)" if r.stale else "") for r in ungraded)
+              + "; see the notes in the CSV, fix and grade them again with --student",
+              file=sys.stderr)
+        return 1
     return 0

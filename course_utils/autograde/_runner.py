@@ -118,6 +118,17 @@ def ipykernel_main(argv: list[str]) -> None:
     kernelapp.launch_new_instance()
 
 
+def limit_self(data_bytes) -> None:
+    """Bound the runner's own memory (soft ``RLIMIT_DATA``): what it keeps is bounded by
+    the output limits, and this stops anything else.  Only the soft limit, so that the
+    kernel launcher below can still set the kernel's own (larger) limit."""
+    if not data_bytes:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    soft = int(data_bytes) if hard == resource.RLIM_INFINITY else min(int(data_bytes), hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
 def drop_privileges() -> None:
     """Become the unprivileged sandbox user and check that no capability is left.
 
@@ -259,25 +270,57 @@ async def execute(job: dict, emit, count: bool = True) -> None:
 
     AsyncKernelClient.wait_for_ready = _wait_for_ready
 
+    import zmq
+
     max_bytes = int(job.get("max_output_bytes") or 0)
+    max_total = int(job.get("max_notebook_output_bytes") or 0)
     nproc = job["kernel_limits"].get("nproc")
 
     class CappedClient(NotebookClient):
-        """Drops outputs beyond ``max_output_bytes`` per cell so a print loop cannot
-        exhaust the runner's memory; the count of dropped bytes goes back with the cell.
-        Keeps each cell's execute reply (see :func:`reply_summary`)."""
+        """Drops outputs beyond ``max_output_bytes`` per cell and
+        ``max_notebook_output_bytes`` per notebook, so that a print loop can neither
+        exhaust the runner's memory nor make a graded notebook (and its feedback page)
+        of gigabytes; the count of dropped bytes goes back with the cell.  A single
+        message larger than a cell's limit never reaches the runner at all (ZeroMQ's
+        ``MAXMSGSIZE`` on the client's sockets).  Keeps each cell's execute reply (see
+        :func:`reply_summary`)."""
 
         dropped: dict[int, int] = {}
         kept: dict[int, int] = {}
         replies: dict[int, dict] = {}
+        notebook_full: set[int] = set()  # cells that lost output to the notebook's limit
+        total = 0
+
+        timed_out = False  # the current cell reached its time limit
+
+        async def _async_handle_timeout(self, timeout, cell=None):
+            CappedClient.timed_out = True
+            return await super()._async_handle_timeout(timeout, cell)
+
+        def create_kernel_manager(self):
+            km = super().create_kernel_manager()
+            make_client = km.client
+
+            def client(**kwargs):
+                kc = make_client(**kwargs)
+                if max_bytes:  # default options of the sockets its context creates
+                    kc.context.setsockopt(zmq.MAXMSGSIZE, max_bytes + (1 << 20))
+                return kc
+            km.client = client
+            return km
 
         def output(self, outs, msg, display_id, cell_index):
-            if max_bytes:
+            if max_bytes or max_total:
                 size = len(json.dumps(msg.get("content", {})))
-                if self.kept.get(cell_index, 0) + size > max_bytes:
+                kept = self.kept.get(cell_index, 0)
+                whole = bool(max_total and CappedClient.total + size > max_total)
+                if whole or (max_bytes and kept + size > max_bytes):
                     self.dropped[cell_index] = self.dropped.get(cell_index, 0) + size
+                    if whole:
+                        self.notebook_full.add(cell_index)
                     return None
-                self.kept[cell_index] = self.kept.get(cell_index, 0) + size
+                self.kept[cell_index] = kept + size
+                CappedClient.total += size
             return super().output(outs, msg, display_id, cell_index)
 
     def cell_executed(cell, cell_index, execute_reply):
@@ -314,6 +357,7 @@ async def execute(job: dict, emit, count: bool = True) -> None:
                 continue
             emit({"event": "start", "index": index})
             fatal = None
+            lost = CappedClient.timed_out = False
             peak = [0]
 
             async def sample():  # the most tasks seen while the cell runs
@@ -335,9 +379,15 @@ async def execute(job: dict, emit, count: bool = True) -> None:
                         returncode = None
                 fatal = {"event": "kernel_died", "index": index, "returncode": returncode}
             except CellTimeoutError as exc:
-                # Interrupt did not bring the kernel back (or interrupts are disabled):
-                # it is still busy, so nothing after this cell can run.
-                fatal = {"event": "unresponsive", "index": index, "message": str(exc)}
+                if "IOPub" in str(exc) and not CappedClient.timed_out:
+                    # The reply came but the cell's output stream did not end: a message
+                    # over MAXMSGSIZE was dropped (and the socket reconnected).  The
+                    # kernel is idle, so the next cells can run; this one failed.
+                    lost = True
+                else:
+                    # Interrupt did not bring the kernel back (or interrupts are
+                    # disabled): it is still busy, so nothing after this cell can run.
+                    fatal = {"event": "unresponsive", "index": index, "message": str(exc)}
             finally:
                 if sampler is not None:
                     sampler.cancel()
@@ -348,11 +398,24 @@ async def execute(job: dict, emit, count: bool = True) -> None:
                 # still run the remaining cells.
                 kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
                 reap_strays({1, os.getpid(), kernel_pid})
+            if lost:
+                # ZeroMQ disconnected the IOPub socket from the kernel (a message over
+                # MAXMSGSIZE) and does not reconnect it: open a new one, and wait until
+                # it hears the kernel again.
+                client.kc.iopub_channel.stop()
+                client.kc._iopub_channel = None
+                client.kc.iopub_channel.start()
+                try:
+                    await client.kc.wait_for_ready(timeout=execute_opts["iopub_timeout"] + 10)
+                except RuntimeError as exc:
+                    fatal = {"event": "unresponsive", "index": index, "message": str(exc)}
             emit({"event": "cell", "index": index, "outputs": cell.get("outputs", []),
                   "execution_count": cell.get("execution_count"),
                   "execution": cell.get("metadata", {}).get("execution", {}),
                   "dropped_output_bytes": client.dropped.get(index, 0),
                   "reply": client.replies.get(index),
+                  "output_lost": lost,
+                  "notebook_output_full": index in client.notebook_full,
                   "processes": procs})
             if fatal is not None:
                 emit(fatal)
@@ -375,8 +438,15 @@ def runner_main(sandboxed: bool) -> int:
         out.write(json.dumps(event) + "\n")
         out.flush()
 
+    limit_self(job.get("runner_memory"))
     os.makedirs(job["home"], exist_ok=True)
-    prepare_workdir(job)
+    try:
+        prepare_workdir(job)
+    except OSError as exc:
+        emit({"event": "error", "index": None, "kind": "workdir",
+              "message": f"the submission's files could not be copied into the sandbox's "
+                         f"working space ({exc.strerror or exc})"})
+        return 1
     write_kernelspec(job)
     os.chdir(job["work_dir"])
     try:

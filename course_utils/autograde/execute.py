@@ -32,7 +32,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor, OverwriteCells
 
 __all__ = ["SandboxExecute", "TrackingOverwriteCells", "SubmissionLog", "merge_run",
-           "current", "NOTE_CELL_ID"]
+           "current", "NOTE_CELL_ID", "NOTE_TITLE", "add_note_cell", "strip_forged_notes"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,10 @@ class SubmissionLog:
     seconds: float = 0.0
     notebook: str = ""
     by_notebook: dict[str, list[str]] = field(default_factory=dict)
+    #: grading did not complete, so the gradebook holds no score from this run
+    failed: bool = False
+    #: notebooks left out as too large (they score zero; see :mod:`.intake`)
+    refused_notebooks: list[str] = field(default_factory=list)
 
     def add(self, status: str, note: str) -> None:
         self.statuses.add(status)
@@ -139,10 +143,23 @@ def merge_run(nb: NotebookNode, run, limits, record: SubmissionLog) -> NotebookN
                 cell.metadata["execution"] = event["execution"]
             replies[index] = event.get("reply")
             if event.get("dropped_output_bytes"):
+                whole = bool(event.get("notebook_output_full"))
+                limit = limits.max_notebook_output_bytes if whole else limits.max_output_bytes
+                where = "for the whole notebook" if whole else "per cell"
                 cell.outputs.append(new_output(
                     "stream", name="stdout",
                     text=f"\n[autograder: {event['dropped_output_bytes']} bytes of output "
-                         f"beyond the {limits.max_output_bytes} byte limit were dropped]\n"))
+                         f"beyond the {limit} byte limit {where} were dropped]\n"))
+                record.add("output-limit", f"Output limit: {_cell_label(nb, index)} printed "
+                           f"more than the {_mib(limit)} allowed {where}; the rest of its "
+                           "output was dropped (the cell was still graded).")
+            if event.get("output_lost"):
+                replies[index] = {"status": "error", "ename": "OutputLimitError",
+                                  "evalue": "a single output over the size limit was dropped "
+                                            "and the cell's output was lost"}
+                record.add("output-limit", f"Output limit: {_cell_label(nb, index)} sent one "
+                           f"output larger than {_mib(limits.max_output_bytes)}; it was dropped "
+                           "and the cell scores zero.")
             max_procs = max(max_procs, int(event.get("processes") or 0))
             executed.add(index)
         elif kind == "kernel_died":
@@ -182,7 +199,11 @@ def merge_run(nb: NotebookNode, run, limits, record: SubmissionLog) -> NotebookN
         else:
             detail = "; ".join(m for m in record.errors if m) or \
                 f"exit status {run.returncode}"
-            if not ready:
+            workdir = [e for e in run.events if e.get("kind") == "workdir"]
+            if workdir:
+                reason = (f"{workdir[0].get('message')}: they need more than the "
+                          f"{_mib(limits.tmpfs_size)} the sandbox has")
+            elif not ready:
                 reason = f"the kernel could not be started ({detail})"
             else:
                 reason = f"the grader inside the sandbox stopped unexpectedly ({detail})"
@@ -210,6 +231,10 @@ def merge_run(nb: NotebookNode, run, limits, record: SubmissionLog) -> NotebookN
 
     _scan_outputs(nb, limits, record, max_procs)
     return nb
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
 
 
 def _apply_reply(cell: NotebookNode, reply: dict | None) -> None:
@@ -274,11 +299,46 @@ def _scan_outputs(nb: NotebookNode, limits, record: SubmissionLog, max_procs: in
                    "stopped.")
 
 
+NOTE_TITLE = "Notes from the autograder"
+
+
+def strip_forged_notes(nb: NotebookNode) -> int:
+    """Remove cells of the submission that pose as the autograder's notes; returns how many.
+
+    A student can copy the note cell's id, metadata and text into their notebook, so
+    any cell that claims to be it (the id, ``course_grade`` metadata, or a markdown cell
+    with the title) is removed before the real one is added; a graded or answer cell
+    that claims it only loses the claim (its id and metadata), not the student's work.
+    The notebook-level ``course_grade`` metadata, where the real notes are kept for the
+    feedback page, is cleared the same way.
+    """
+    nb.metadata.pop("course_grade", None)
+    kept, removed = [], 0
+    for cell in nb.cells:
+        claims = cell.get("id") == NOTE_CELL_ID or "course_grade" in cell.get("metadata", {})
+        looks = cell.cell_type == "markdown" and NOTE_TITLE.lower() in cell.source.lower()
+        if not (claims or looks):
+            kept.append(cell)
+            continue
+        removed += 1
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") or meta.get("solution") or meta.get("task"):
+            cell.metadata.pop("course_grade", None)
+            if cell.get("id") == NOTE_CELL_ID:
+                cell["id"] = f"student-{NOTE_CELL_ID}"
+            kept.append(cell)
+    nb.cells = kept
+    return removed
+
+
 def add_note_cell(nb: NotebookNode, notes: list[str]) -> None:
-    """Put "Notes from the autograder" first in the notebook (shown in the feedback)."""
+    """Put "Notes from the autograder" first in the notebook (for the formgrader) and
+    the notes in the notebook's ``course_grade`` metadata, from which the feedback page
+    shows them outside the notebook's cells (where no student output can appear)."""
+    nb.metadata["course_grade"] = {"notes": list(notes)}
     if not notes:
         return
-    text = "**Notes from the autograder**\n\n" + "\n".join(f"- {n}" for n in notes)
+    text = f"**{NOTE_TITLE}**\n\n" + "\n".join(f"- {n}" for n in notes)
     cell = new_markdown_cell(text)
     if (nb.get("nbformat", 4), nb.get("nbformat_minor", 0)) >= (4, 5):
         cell["id"] = NOTE_CELL_ID
@@ -299,6 +359,10 @@ class SandboxExecute(Execute):
         ctx = current()
         record = ctx.record
         limits = ctx.sandbox.limits
+        record.notebook = resources["nbgrader"]["notebook"]
+        if strip_forged_notes(nb):
+            record.add("tampered", "The submission contained a cell posing as the "
+                       f"\"{NOTE_TITLE}\"; it was removed before grading.")
         timeout = self.timeout
         if limits.cell_timeout is not None:
             timeout = limits.cell_timeout

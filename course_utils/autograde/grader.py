@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import stat
 import tempfile
 import threading
 import time
@@ -39,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .execute import (GradingContext, SandboxExecute, SubmissionLog, TrackingOverwriteCells,
                       set_context)
+from .intake import inspect_submission, protected_inodes, stage
 from .sandbox import GradingCancelled, Limits, Sandbox
 
 __all__ = ["SubmissionResult", "GradeRun", "grade_assignment", "load_course_config",
@@ -63,6 +63,10 @@ class SubmissionResult:
     status: str = "ok"
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: grading did not complete this run (the status includes "error")
+    failed: bool = False
+    #: failed, and ``score`` is what an earlier run left in the gradebook
+    stale: bool = False
 
 
 @dataclass
@@ -142,6 +146,26 @@ def _swap(classes, old, new):
     return out
 
 
+def init_notebooks_literally(converter) -> None:
+    """``BaseConverter.init_notebooks`` with the student and assignment ids taken
+    literally.  nbgrader globs ``<dir>/<student>/<assignment>`` and then globs the match
+    again for the notebooks, so the student ``instructo[r]`` was graded from the folder
+    of ``instructor`` (twice).  Only the notebook id (``*`` by default) is a pattern."""
+    from nbgrader.converters.base import NbGraderException
+
+    cd = converter.coursedir
+    converter.assignments = {}
+    converter.notebooks = []
+    folder = converter._format_source(cd.assignment_id, cd.student_id)
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), cd.notebook_id + ".ipynb")))
+    if os.path.isdir(folder) and found:
+        converter.assignments[folder] = found
+    else:
+        msg = f"No notebooks were matched in '{folder}'"
+        converter.log.error(msg)
+        raise NbGraderException(msg)
+
+
 class _SandboxedAutograde(Autograde):
     """nbgrader's Autograde with sandboxed execution and tamper tracking.
 
@@ -155,7 +179,7 @@ class _SandboxedAutograde(Autograde):
                                             TrackingOverwriteCells)
         self.autograde_preprocessors = _swap(self.autograde_preprocessors, Execute,
                                              SandboxExecute)
-        self.init_notebooks()
+        init_notebooks_literally(self)
         self.writer = FilesWriter(parent=self, config=self.config)
         self.exporter = self.exporter_class(parent=self, config=self.config)
         for pp in self.preprocessors:
@@ -205,63 +229,52 @@ def _student_logger(student: str, record: SubmissionLog) -> logging.Logger:
     return lg
 
 
-def _unsafe_entries(path: str) -> list[str]:
-    """Symbolic links and special files (FIFOs, sockets, devices) under ``path``.
-
-    nbgrader copies a submission's files on the host, as the instructor, with
-    ``shutil.copy``, which follows links: a link to the gradebook would bring it into
-    the sandbox; and a FIFO would block the copy for ever.
-    """
-    found = []
-    if os.path.islink(path):
-        return [os.path.basename(path)]
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            mode = os.lstat(full).st_mode
-            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                found.append(os.path.relpath(full, path))
-    return sorted(found)
-
-
-def _stage_submission(coursedir, assignment, student, staging: Path, record) -> bool:
-    """Grade a copy of the submission without its links and special files: point
-    ``coursedir.submitted_directory`` at ``staging``, which gets that copy.
-    False when the submission folder itself is a link (not graded)."""
+def _stage_submission(coursedir, assignment, student, staging: Path, record, limits,
+                      notebooks, protected) -> bool:
+    """Decide what of the submission is graded (:mod:`.intake`) and, when something
+    is left out, grade a copy without it: ``coursedir.submitted_directory`` then points
+    at ``staging``.  False when the submission folder itself is a link (not graded)."""
     src = coursedir.format_path(coursedir.submitted_directory, student, assignment)
-    bad = _unsafe_entries(src)
-    if not bad:
-        return True
     if os.path.islink(src):
         record.add("error", f"The submission folder {src} is a symbolic link; it was not "
                    "graded. Copy the submission there instead.")
+        record.failed = True
         return False
-    coursedir.submitted_directory = str(staging)
-    dst = coursedir.format_path(coursedir.submitted_directory, student, assignment)
-    skip = set(bad)
-    shutil.copytree(src, dst, symlinks=True, ignore=lambda d, names: [
-        n for n in names if os.path.relpath(os.path.join(d, n), src) in skip])
-    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-    record.add("tampered", f"The submission contained symbolic links or special files "
-               f"({shown}); they were left out before grading.")
+    intake = inspect_submission(src, notebooks, limits, protected)
+    for status, notebook, note in intake.notes:
+        record.notebook = notebook
+        record.add(status, note)
+    record.notebook = ""
+    record.refused_notebooks = list(intake.refused_notebooks)
+    if intake.skip:
+        coursedir.submitted_directory = str(staging)
+        stage(src, coursedir.format_path(coursedir.submitted_directory, student, assignment),
+              intake.skip)
     return True
 
 
 def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
                sandbox: Sandbox, lock: threading.Lock, notebooks: list[str],
-               staging: Path) -> SubmissionLog:
+               staging: Path, protected=frozenset()) -> SubmissionLog:
     """Grade one student's submission; never raises for a problem with it (that goes
-    into the returned record), only GradingCancelled."""
+    into the returned record), only GradingCancelled.
+
+    The submission is inspected and staged before the gradebook lock is taken: that
+    work grows with the submission, and other graders must not wait for it."""
     record = SubmissionLog(student=student)
     set_context(GradingContext(sandbox=sandbox, lock=lock, record=record))
     start = time.monotonic()
     try:
-        with lock:
-            _grade_locked(student, assignment, course_dir, cfg, notebooks, staging, record)
+        coursedir = _coursedir(cfg, course_dir, assignment_id=assignment, student_id=student)
+        if _stage_submission(coursedir, assignment, student, staging, record,
+                             sandbox.limits, notebooks, protected):
+            with lock:
+                _grade_locked(student, assignment, coursedir, cfg, notebooks, record)
     except GradingCancelled:
         raise
     except Exception as exc:  # a problem outside nbgrader's own handling
         log.exception("grading %s for %s failed", assignment, student)
+        record.failed = True
         record.add("error", f"Grading failed ({type(exc).__name__}: {exc}); the submission "
                    "scores zero where it was not graded.")
     finally:
@@ -270,15 +283,13 @@ def _grade_one(student: str, assignment: str, course_dir: Path, cfg: Config,
     return record
 
 
-def _grade_locked(student, assignment, course_dir, cfg, notebooks, staging, record) -> None:
+def _grade_locked(student, assignment, coursedir, cfg, notebooks, record) -> None:
     """The part of :func:`_grade_one` that runs under the gradebook lock (which
     SandboxExecute releases while the notebook executes)."""
-    coursedir = _coursedir(cfg, course_dir, assignment_id=assignment, student_id=student)
-    if not _stage_submission(coursedir, assignment, student, staging, record):
-        return
     submitted = coursedir.format_path(coursedir.submitted_directory, student, assignment)
     if not any(os.path.exists(os.path.join(submitted, f"{n}.ipynb")) for n in notebooks):
-        _record_empty_submission(coursedir, assignment, student, record, notebooks)
+        _record_empty_submission(coursedir, assignment, student, record, notebooks,
+                                 note=not record.refused_notebooks)
         return
     converter = _SandboxedAutograde(coursedir=coursedir, config=cfg,
                                     log=_student_logger(student, record))
@@ -293,12 +304,14 @@ def _grade_locked(student, assignment, course_dir, cfg, notebooks, staging, reco
         raise
     except Exception as exc:  # nbgrader logged the details for this student
         reason = "; ".join(dict.fromkeys(e for e in record.errors if e)) or str(exc)
+        record.failed = True
         record.add("error", f"Grading failed, so this submission scores zero where it was "
                    f"not graded: {reason}")
         log.error("grading %s for %s failed: %s", assignment, student, reason)
 
 
-def _record_empty_submission(coursedir, assignment, student, record, notebooks) -> None:
+def _record_empty_submission(coursedir, assignment, student, record, notebooks,
+                             note: bool = True) -> None:
     """A submission folder without any of the assignment's notebooks: nbgrader would
     stop with an error and record nothing.  Record the submission with zero scores
     instead (what nbgrader does for each missing notebook) and say so."""
@@ -316,11 +329,19 @@ def _record_empty_submission(coursedir, assignment, student, record, notebooks) 
                 grade.auto_score = 0
                 grade.needs_manual_grade = False
         gb.db.commit()
-    record.add("missing", "No notebook of the assignment was submitted "
-               f"(expected {', '.join(n + '.ipynb' for n in notebooks)}); it scores zero.")
+    if note:
+        record.add("missing", "No notebook of the assignment was submitted "
+                   f"(expected {', '.join(n + '.ipynb' for n in notebooks)}); it scores zero.")
 
 
-def _scores(coursedir, assignment, students, records) -> list[SubmissionResult]:
+def _graded_before(coursedir, assignment) -> set[str]:
+    """Students with a submission of ``assignment`` in the gradebook already."""
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        return {s.student.id for s in gb.assignment_submissions(assignment)}
+
+
+def _scores(coursedir, assignment, students, records, before=frozenset()
+            ) -> list[SubmissionResult]:
     results = []
     with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
         notebooks = [nb.name for nb in gb.find_assignment(assignment).notebooks]
@@ -340,9 +361,15 @@ def _scores(coursedir, assignment, students, records) -> list[SubmissionResult]:
             except MissingEntry:
                 score, max_score, penalty = 0.0, float(gb.find_assignment(assignment).max_score), 0.0
                 rec.add("error", "No submission was recorded in the gradebook.")
+            stale = rec.failed and student in before
+            if stale:
+                rec.add("error", f"The score shown ({score:g}) is STALE: it is what an earlier "
+                        "grading run left in the gradebook, not a result of this run. Fix the "
+                        f"problem above and grade again (--student {student}).")
             results.append(SubmissionResult(student=student, score=score, max_score=max_score,
                                             late_penalty=penalty, status=rec.status,
-                                            notes=rec.notes, seconds=rec.seconds))
+                                            notes=rec.notes, seconds=rec.seconds,
+                                            failed=rec.failed, stale=stale))
     return results
 
 
@@ -401,6 +428,8 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
     box = Sandbox(limits, enabled=sandbox, ro_binds=ro_binds, env=env)
     lock = threading.Lock()
     records: dict[str, SubmissionLog] = {}
+    before = _graded_before(coursedir, assignment)
+    protected = protected_inodes(course_dir, _sqlite_path(coursedir.db_url))
     staging = Path(tempfile.mkdtemp(prefix="course-grade-staging-"))
     try:
         box.check_hidden(course_dir, _sqlite_path(coursedir.db_url) or course_dir)
@@ -408,7 +437,7 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
                 tqdm(total=len(found), desc=f"grading {assignment}", unit="submission",
                      disable=not progress, dynamic_ncols=True) as bar:
             futures = {pool.submit(_grade_one, s, assignment, course_dir, cfg, box, lock,
-                                   notebooks, staging): s
+                                   notebooks, staging, protected): s
                        for s in found}
             try:
                 for fut in as_completed(futures):
@@ -424,7 +453,7 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
     finally:
         box.close()
         shutil.rmtree(staging, ignore_errors=True)
-    results = _scores(coursedir, assignment, found, records)
+    results = _scores(coursedir, assignment, found, records, before)
     run = GradeRun(assignment=assignment, course_dir=course_dir, results=results,
                    seconds=0.0, sandboxed=sandbox, workers=workers,
                    sandbox_cpu_seconds=sum(r.sandbox_cpu_seconds for r in records.values()))

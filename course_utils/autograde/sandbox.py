@@ -106,6 +106,16 @@ class Limits:
     configured).  ``threads`` sets OMP/OpenBLAS/MKL/TF thread counts, so that
     ``workers`` sandboxes share the cores instead of oversubscribing them (``None``:
     :func:`~course_utils.autograde.grade_assignment` uses cores // workers).
+
+    Output and size limits (each reported with its own status and note):
+    ``max_output_bytes`` per cell and ``max_notebook_output_bytes`` per notebook of
+    outputs kept ("output-limit"; 20 MiB keeps the graded notebook and its feedback page
+    quick to write and render); ``max_submission_bytes`` of files besides the notebooks
+    ("files"; nbgrader's own ``max_file_size`` is 100 MB); ``max_notebook_bytes`` and
+    ``max_cells`` per submitted notebook ("too-large"; the assignments have 20-odd
+    cells, and a notebook is parsed several times while the gradebook is locked);
+    ``runner_memory`` for the grading client inside the sandbox (what it holds is
+    bounded by the output limits; this stops anything else).
     """
 
     wall_seconds: float = 300.0
@@ -119,10 +129,17 @@ class Limits:
     tmpfs_size: int = 512 * MiB
     max_output_bytes: int = 5 * MiB
     threads: int | None = None
+    max_notebook_output_bytes: int = 20 * MiB
+    max_submission_bytes: int = 100 * MiB
+    max_notebook_bytes: int = 16 * MiB
+    max_cells: int = 2000
+    runner_memory: int = 1 * GiB
 
     def __post_init__(self):
         for name in ("wall_seconds", "memory", "processes", "file_size", "open_files",
-                     "tmpfs_size", "threads"):
+                     "tmpfs_size", "threads", "max_output_bytes", "max_notebook_output_bytes",
+                     "max_submission_bytes", "max_notebook_bytes", "max_cells",
+                     "runner_memory"):
             value = getattr(self, name)
             if (value is None and name != "threads") or (value is not None and value <= 0):
                 raise ValueError(f"Limits.{name} must be positive, got {value!r}")
@@ -408,6 +425,8 @@ class Sandbox:
             rlimits.pop("nproc")
         job.update(results_fd=write_fd, kernel_limits=rlimits,
                    max_output_bytes=self.limits.max_output_bytes,
+                   max_notebook_output_bytes=self.limits.max_notebook_output_bytes,
+                   runner_memory=self.limits.runner_memory,
                    pin_package=_course_utils_dir())
         run_tmp = Path(tempfile.mkdtemp(prefix="run-", dir=self._tmp))
         log_path = run_tmp / "log.txt"
