@@ -124,3 +124,15 @@ def test_setup_grading_sends_all_stderr_to_stdout_only_while_grading():
                             timeout=120)
     assert normal.stdout.strip() == "not grading"
     assert "a warning" in normal.stderr and "fd two" in normal.stderr
+
+
+def test_fail_lists_problems_under_the_header():
+    from course_utils.grading._common import fail
+
+    fail("model:", [])  # nothing wrong: no exception
+    with pytest.raises(AssertionError) as one:
+        fail("model: not as expected:", ["layer4 is frozen"])
+    assert str(one.value) == "model: not as expected:\n  - layer4 is frozen"
+    with pytest.raises(AssertionError) as many:
+        fail("model:", [f"p{i}" for i in range(10)], limit=8)
+    assert str(many.value).splitlines()[-1] == "  ... and 2 more"

@@ -51,7 +51,8 @@ def checker(func: F) -> F:
 
 def fail(header: str, problems: list[str], limit: int = 8) -> None:
     """Raise one ``AssertionError`` listing ``problems`` (at most ``limit`` of them) under
-    ``header``; do nothing when there are none."""
+    ``header`` (which names the checked object, so it is never empty); do nothing when
+    there are none."""
     if not problems:
         return
     shown = problems[:limit]
@@ -59,7 +60,7 @@ def fail(header: str, problems: list[str], limit: int = 8) -> None:
     lines = [header] + [f"  - {p}" for p in shown]
     if more:
         lines.append(f"  ... and {more} more")
-    raise AssertionError("\n".join(lines) if len(problems) > 1 or header else shown[0])
+    raise AssertionError("\n".join(lines))
 
 
 def plural(n: int, word: str, suffix: str = "s") -> str:
