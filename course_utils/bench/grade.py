@@ -1,7 +1,7 @@
 """``course bench grade``: sandboxed parallel grading vs nbgrader's serial autograde.
 
-Builds two identical throw-away copies of a course (by default the fixture course
-in ``tests/fixtures/autograde``; ``--course-dir assignments --assignment NAME`` takes
+Builds two identical throw-away copies of a course (by default the tiny fixture course
+of :mod:`course_utils.bench.fixture_course`; ``--course-dir assignments --assignment NAME`` takes
 a real one, which costs far more per submission), puts ``--copies`` copies of the instructor's solution
 notebook in ``submitted/`` as that many students, then grades one copy with
 ``nbgrader autograde`` (serial, in this process) and the other with
@@ -28,16 +28,21 @@ __all__ = ["main", "prepare_course", "add_submission", "fixture_course", "find_c
 
 log = logging.getLogger(__name__)
 
-_REPO = Path(__file__).resolve().parents[2]
+_FIXTURE: list[Path] = []
 
 
 def fixture_course() -> Path:
-    """The fixture course shipped with the repository's tests."""
-    path = _REPO / "tests" / "fixtures" / "autograde" / "course"
-    if not (path / "source").is_dir():
-        raise FileNotFoundError(f"fixture course not found at {path}; run from a checkout "
-                                "of the course repository or pass --course-dir")
-    return path
+    """The tiny fixture course (:mod:`.fixture_course`), written once per process into a
+    temporary folder that is removed at exit; callers copy it (:func:`prepare_course`)."""
+    if not _FIXTURE or not (_FIXTURE[0] / "source").is_dir():
+        import atexit
+
+        from .fixture_course import write_fixture_course
+
+        path = Path(tempfile.mkdtemp(prefix="course-fixture-"))
+        atexit.register(shutil.rmtree, path, True)
+        _FIXTURE[:] = [write_fixture_course(path)]
+    return _FIXTURE[0]
 
 
 def find_course(course_dir: Path | None = None, assignment: str | None = None
