@@ -42,6 +42,11 @@ def _insert_before(nb, grade_id, *cells):
     nb.cells[at:at] = list(cells)
 
 
+def _meta_of(nb, grade_id):
+    return next(c.metadata["nbgrader"] for c in nb.cells
+                if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
 def _forge(nb):
     cell = new_markdown_cell(FORGED, metadata={"course_grade": {"note": True}})
     cell["id"] = NOTE_CELL_ID
@@ -79,6 +84,9 @@ def graded(tmp_path_factory):
     add_submission(course, "ag1", "onebig", edit=lambda nb: _insert_before(
         nb, "test_mos", new_code_cell("import sys\nsys.stdout.write('y' * 6_000_000)\n"
                                       "sys.stdout.flush()")))
+    # tampered nbgrader metadata
+    add_submission(course, "ag1", "nogradeid", edit=lambda nb: _meta_of(nb, "test_add").pop("grade_id"))
+    add_submission(course, "ag1", "flags", edit=lambda nb: _meta_of(nb, "test_add").update(solution=True))
     run = grade_assignment("ag1", course, workers=2, limits=LIMITS, progress=False)
     return {"run": run, "course": course, "results": run.by_student()}
 
@@ -178,3 +186,14 @@ def test_failed_regrade_is_loud_and_marks_the_score_stale(graded, capsys):
     row = next(csv.DictReader(open(out_csv, newline="")))
     assert (row["score"], row["stale"]) == ("3", "yes") and "STALE" in row["notes"]
     assert not (course / "feedback" / "regrade" / "ag1" / "ag1.html").exists()
+
+
+def test_tampered_metadata_is_described_in_words(graded):
+    nogradeid, flags = graded["results"]["nogradeid"], graded["results"]["flags"]
+    assert nogradeid.score == 0 and "tampered" in nogradeid.status and nogradeid.failed
+    assert any("'grade_id' was removed" in n and "code cell 3 ('assert add(1, 2) == 3')" in n
+               for n in nogradeid.notes), nogradeid.notes
+    assert flags.score == 0 and "tampered" in flags.status
+    assert any("'test_add'" in n and "'solution' set to True" in n for n in flags.notes), flags.notes
+    assert not any("KeyError" in n or "Inconsistent checksums" in n
+                   for n in nogradeid.notes + flags.notes)

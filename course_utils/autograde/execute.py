@@ -31,7 +31,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor, OverwriteCells
 
-__all__ = ["SandboxExecute", "TrackingOverwriteCells", "SubmissionLog", "merge_run",
+__all__ = ["SandboxExecute", "TrackingOverwriteCells", "CheckGradeIds", "SubmissionLog", "merge_run",
            "current", "NOTE_CELL_ID", "NOTE_TITLE", "add_note_cell", "strip_forged_notes"]
 
 log = logging.getLogger(__name__)
@@ -403,6 +403,48 @@ class SandboxExecute(Execute):
         return nb, resources
 
 
+def _first_line(cell) -> str:
+    line = next((ln.strip() for ln in cell.get("source", "").splitlines() if ln.strip()), "")
+    return (line[:40] + "...") if len(line) > 40 else line
+
+
+class CheckGradeIds(NbGraderPreprocessor):
+    """Runs first when a submission is sanitised: a cell whose nbgrader metadata was
+    edited so that nbgrader cannot match it (a graded, answer or read-only cell without
+    its ``grade_id``, a graded cell without a number of points) stops grading with a
+    sentence that names the cell and what was changed, instead of nbgrader's
+    ``KeyError: 'grade_id'`` deep in ``DeduplicateIds``."""
+
+    def preprocess(self, nb, resources):
+        number = 0
+        for cell in nb.cells:
+            number += cell.cell_type == "code"
+            meta = cell.get("metadata", {}).get("nbgrader")
+            if not isinstance(meta, dict):
+                continue
+            where = (f"code cell {number}" if cell.cell_type == "code" else "a markdown cell") \
+                + (f" ('{_first_line(cell)}')" if _first_line(cell) else "")
+            kinds = [k for k in ("grade", "solution", "locked") if meta.get(k)]
+            problem = None
+            if kinds and not meta.get("grade_id"):
+                problem = (f"{where} is marked {'/'.join(kinds)} in its nbgrader metadata but "
+                           "its 'grade_id' was removed")
+            elif meta.get("grade"):
+                try:
+                    float(meta.get("points"))
+                except (TypeError, ValueError):
+                    problem = (f"the graded cell '{meta.get('grade_id')}' has its 'points' "
+                               f"changed to {meta.get('points')!r}")
+            if problem:
+                sentence = (f"The submission's notebook metadata was edited: {problem}, so nbgrader "
+                            "cannot match the cell to the assignment and this notebook was not "
+                            "graded. Submit again from the released notebook (or copy the answers "
+                            "into a fresh copy of it).")
+                _note_tamper(sentence)
+                raise RuntimeError(sentence)
+        return nb, resources
+
+
 class TrackingOverwriteCells(OverwriteCells):
     """nbgrader's ``OverwriteCells`` that records tampering in the grading context.
 
@@ -413,13 +455,34 @@ class TrackingOverwriteCells(OverwriteCells):
 
     _sources: dict = {}  # grade_id -> the gradebook's SourceCell, per notebook
     _max_scores: dict = {}  # grade_id -> points of the graded cell
+    _solutions: set = set()  # grade_ids of the answer cells
 
     def preprocess_cell(self, cell, resources, cell_index):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         source_cell = self._sources.get(grade_id) if grade_id is not None else None
         if source_cell is not None:
             self._check(cell, source_cell, grade_id)
-        return super().preprocess_cell(cell, resources, cell_index)
+        try:
+            return super().preprocess_cell(cell, resources, cell_index)
+        except RuntimeError as exc:
+            if "Inconsistent checksums" not in str(exc):
+                raise
+            sentence = (f"The submission changed the nbgrader metadata of the read-only cell "
+                        f"'{grade_id}': {self._flags_changed(cell, grade_id)}. nbgrader cannot "
+                        "restore such a cell, so this notebook was not graded. Submit again from "
+                        "the released notebook.")
+            _note_tamper(sentence)
+            raise RuntimeError(sentence) from exc
+
+    def _flags_changed(self, cell, grade_id) -> str:
+        meta = cell.metadata.get("nbgrader", {})
+        changed = []
+        for flag, expected in (("grade", grade_id in self._max_scores),
+                               ("solution", grade_id in self._solutions)):
+            if bool(meta.get(flag)) != expected:
+                changed.append(f"'{flag}' set to {bool(meta.get(flag))} (the assignment has "
+                               f"{expected})")
+        return "; ".join(changed) or "its grading flags no longer match the assignment's"
 
     def _check(self, cell, source_cell, grade_id) -> None:
         if cell.cell_type != source_cell.cell_type:
@@ -462,6 +525,7 @@ class TrackingOverwriteCells(OverwriteCells):
             expected = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
             self._sources = {c.name: c for c in expected.source_cells}
             self._max_scores = {c.name: c.max_score for c in expected.grade_cells}
+            self._solutions = {c.name for c in expected.solution_cells}
             names = [c.name for c in expected.grade_cells]
             nb, resources = NbGraderPreprocessor.preprocess(self, nb, resources)
             if self.add_missing_cells:

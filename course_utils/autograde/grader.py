@@ -36,8 +36,8 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 from tqdm.auto import tqdm
 
-from .execute import (GradingContext, SandboxExecute, SubmissionLog, TrackingOverwriteCells,
-                      set_context)
+from .execute import (CheckGradeIds, GradingContext, SandboxExecute, SubmissionLog,
+                      TrackingOverwriteCells, set_context)
 from .intake import inspect_submission, protected_inodes, stage
 from .sandbox import GradingCancelled, Limits, Sandbox
 
@@ -175,8 +175,8 @@ class _SandboxedAutograde(Autograde):
     """
 
     def start(self) -> None:
-        self.sanitize_preprocessors = _swap(self.sanitize_preprocessors, OverwriteCells,
-                                            TrackingOverwriteCells)
+        self.sanitize_preprocessors = [CheckGradeIds] + _swap(
+            self.sanitize_preprocessors, OverwriteCells, TrackingOverwriteCells)
         self.autograde_preprocessors = _swap(self.autograde_preprocessors, Execute,
                                              SandboxExecute)
         init_notebooks_literally(self)
