@@ -38,7 +38,8 @@ from pathlib import Path
 __all__ = ["ClassroomError", "REPO", "HUB_CONFIG", "COURSE_ID", "COURSE_DIRNAME",
            "STUDENT_GROUP", "INSTRUCTOR_GROUP", "missing_components", "ensure_group",
            "add_student", "add_instructor", "remove_user", "prepare_exchange", "as_user",
-           "free_port", "world_usable", "shared_environment", "Hub", "HubSession", "Account"]
+           "free_port", "world_usable", "base_python", "private_folders",
+           "grant_python_access", "revoke_python_access", "Hub", "HubSession", "Account"]
 
 log = logging.getLogger(__name__)
 
@@ -90,71 +91,59 @@ def world_usable(path: str | os.PathLike) -> bool:
     return bool(mode & 0o004) and (not (mode & 0o100) or bool(mode & 0o001))
 
 
-def _base_python(venv: Path) -> Path:
+def base_python(venv: str | os.PathLike | None = None) -> Path:
+    """The interpreter a virtual environment runs (``home`` in its ``pyvenv.cfg``)."""
+    venv = Path(venv or venv_bin().parent)
     cfg = {k.strip(): v.strip() for k, _, v in
            (line.partition("=") for line in (venv / "pyvenv.cfg").read_text().splitlines())}
-    home = Path(cfg["home"].strip())
-    ver = cfg.get("version", cfg.get("version_info", "3.11")).strip().split(".")
-    return home / f"python{ver[0]}.{ver[1]}"
+    if "home" not in cfg:  # not a venv: this interpreter itself
+        return Path(os.path.realpath(sys.executable))
+    return Path(os.path.realpath(Path(cfg["home"]) / Path(sys.executable).name))
 
 
-def shared_environment(venv: str | os.PathLike | None = None, target: str | os.PathLike | None = None,
-                       python: str | os.PathLike | None = None) -> Path:
-    """The course environment as every account on the hub can run it.
+def private_folders(venv: str | os.PathLike | None = None) -> list[Path]:
+    """Folders on the way to the course environment's interpreter (and its standard
+    library) that other accounts cannot enter, e.g. ``/root`` for a pyenv Python. Students'
+    servers cannot start while this list is not empty."""
+    venv = Path(venv or venv_bin().parent)
+    out = []
+    for target in (base_python(venv), Path(os.path.realpath(venv)) / "pyvenv.cfg"):
+        for d in reversed(target.parents):
+            if not os.stat(d).st_mode & 0o001 and d not in out:
+                out.append(d)
+    return out
 
-    A virtual environment runs its base interpreter (``home`` in ``pyvenv.cfg``). When
-    that interpreter is private (pyenv under ``/root``, mode 0700), students cannot start
-    the course's ``.venv`` at all. Then this makes ``target`` (default ``.venv-classroom``
-    next to ``.venv``): a second view of the *same* installed packages, run by a Python of
-    the same minor version that every account can use (Debian's ``/usr/bin/python3.11``):
-    ``lib/``, ``share/``, ``etc/`` and ``include/`` are links into ``venv``, and ``bin/``
-    holds ``venv``'s console scripts with their ``#!`` line pointing at the new
-    interpreter. Nothing is installed twice. Returns the environment to use (``venv``
-    itself when its interpreter is usable by everyone).
-    """
-    venv = Path(venv or venv_bin().parent).resolve()
-    base = _base_python(venv)
-    if world_usable(base):
-        return venv
-    minor = base.name.removeprefix("python")
-    candidates = [python] if python else [f"/usr/bin/python{minor}", f"/usr/local/bin/python{minor}"]
-    interp = next((Path(c) for c in candidates if c and Path(c).exists() and world_usable(c)), None)
-    if interp is None:
-        raise ClassroomError(
-            f"the course environment {venv} runs {base}, which other accounts cannot execute "
-            f"(a folder on its path is private), and no python{minor} usable by everyone was "
-            f"found ({', '.join(map(str, candidates))}): install Debian's python{minor} "
-            f"('apt-get install python{minor}') or build .venv with "
-            f"'make PYTHON=/usr/bin/python{minor}'")
-    target = Path(target or venv.parent / ".venv-classroom")
-    stamp = target / ".built-from"
-    key = f"{venv} {interp} {sorted(p.name for p in (venv / 'bin').iterdir())}"
-    if stamp.exists() and stamp.read_text() == key:
-        return target
-    if target.exists():
-        shutil.rmtree(target)
-    (target / "bin").mkdir(parents=True)
-    for name in ("lib", "lib64", "share", "etc", "include"):
-        if (venv / name).exists():
-            (target / name).symlink_to(venv / name)
-    (target / "pyvenv.cfg").write_text(
-        f"home = {interp.parent}\ninclude-system-site-packages = false\n"
-        f"version = {minor}\nexecutable = {interp}\n")
-    for name in ("python", "python3", f"python{minor}"):
-        (target / "bin" / name).symlink_to(interp)
-    for script in (venv / "bin").iterdir():
-        if script.is_symlink() or not script.is_file() or script.name.startswith("python"):
-            continue
-        head = script.read_bytes()[:200]
-        if not head.startswith(f"#!{venv}/bin/python".encode()):
-            continue
-        text = script.read_text()
-        first, _, rest = text.partition("\n")
-        (target / "bin" / script.name).write_text(f"#!{target}/bin/python\n{rest}")
-        (target / "bin" / script.name).chmod(0o755)
-    target.chmod(0o755)
-    stamp.write_text(key)
-    return target
+
+def _acl(args) -> None:
+    if shutil.which("setfacl") is None:
+        raise ClassroomError("setfacl is missing: 'apt-get install acl' (make classroom-deps)")
+    _run(["setfacl", *args])
+
+
+def grant_python_access(groups, venv=None) -> list[Path]:
+    """Let the members of ``groups`` *enter* (search permission only, not list) each
+    private folder on the way to the course's interpreter, with a POSIX ACL; returns the
+    folders. Undo with :func:`revoke_python_access`. Nothing else about those folders
+    changes: files in them stay as readable as their own modes say."""
+    _need_root("granting access to the course's Python")
+    folders = private_folders(venv)
+    for d in folders:
+        for g in groups:
+            _acl(["-m", f"g:{g}:x", str(d)])
+    return folders
+
+
+def revoke_python_access(groups, folders) -> None:
+    """Remove the ACL entries :func:`grant_python_access` added (and the ACL itself when
+    nothing else is left in it)."""
+    for d in folders:
+        for g in groups:
+            subprocess.run(["setfacl", "-x", f"g:{g}", str(d)], capture_output=True)
+        res = subprocess.run(["getfacl", "-c", "-s", str(d)], capture_output=True, text=True)
+        left = [line for line in res.stdout.splitlines()
+                if line and not line.startswith(("user::", "group::", "other::", "mask::"))]
+        if res.stdout and not left:
+            subprocess.run(["setfacl", "-b", str(d)], capture_output=True)
 
 
 def missing_components() -> list[str]:
@@ -277,7 +266,7 @@ def as_user(user: str, cmd, *, cwd=None, env: dict | None = None, check: bool = 
     pw = pwd.getpwnam(user)
     base = {"HOME": pw.pw_dir, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash",
             "LANG": "C.UTF-8",
-            "PATH": f"{shared_environment()}/bin:/usr/local/bin:/usr/bin:/bin"}
+            "PATH": f"{venv_bin()}:/usr/local/bin:/usr/bin:/bin"}
     base.update(env or {})
     full = ["runuser", "-u", user, "--", "env", "-i",
             *[f"{k}={v}" for k, v in base.items()], *map(str, cmd)]
@@ -322,7 +311,7 @@ class Hub:
             "NBGRADER_EXCHANGE": str(self.exchange),
             "COURSE_STUDENT_GROUP": self.student_group,
             "COURSE_INSTRUCTOR_GROUP": self.instructor_group,
-            "COURSE_VENV": str(shared_environment()),
+            "COURSE_VENV": str(venv_bin().parent),
             "PATH": f"{venv_bin()}:{env.get('PATH', '/usr/bin:/bin')}",
         })
         return env
