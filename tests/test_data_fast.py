@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from course_utils.data import (IMAGENET_MEAN, IMAGENET_STD, FastLoader, eval_transform,
-                               to_tf_dataset, to_torch_dataset, to_torch_loader, train_transform)
+                               to_torch_dataset, to_torch_loader, train_transform)
 from course_utils.data.transforms import (normalize_batch, random_resized_crop_flip,
                                           resample_matrices, resize_center_crop, sample_crop_boxes)
 
@@ -134,18 +134,6 @@ def test_torch_adapters(gray):
     order1 = torch.cat([b for _, b in to_torch_loader(x, y, 10, shuffle=True, seed=1)])
     order2 = torch.cat([b for _, b in to_torch_loader(x, y, 10, shuffle=True, seed=1)])
     assert torch.equal(order1, order2) and sorted(order1.tolist()) == sorted(y.tolist())
-
-
-def test_tf_adapter(gray):
-    pytest.importorskip("tensorflow")
-    x, y = gray
-    ds = to_tf_dataset(x, y, 16, size=24, rgb=True, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    xb, yb = next(iter(ds))
-    assert tuple(xb.shape) == (16, 24, 24, 3) and yb.dtype.name == "int64"
-    plain = next(iter(to_tf_dataset(x, y, 50)))[0].numpy()
-    np.testing.assert_allclose(plain[..., 0], x / 255.0, atol=1e-6)
-    s1 = np.concatenate([b.numpy() for _, b in to_tf_dataset(x, y, 8, shuffle=True, seed=3)])
-    assert sorted(s1.tolist()) == sorted(y.tolist())
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 64])

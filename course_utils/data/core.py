@@ -45,22 +45,24 @@ _REGISTRY: dict[str, DatasetSpec] = {}
 
 def register(name: str, loader: Callable[..., "ImageData"], *, profile: str,
              description: str) -> None:
-    """Add a dataset to ``load``/``list_datasets``. ``loader(root=, download=, **options)``."""
+    """Add a dataset to ``load``/``list_datasets``. ``loader(root=, download=, **options)``.
+    A name is registered once (a second loader would silently replace the first)."""
     if profile not in ("embedded", "full"):
         raise ValueError(f"profile={profile!r} for dataset {name!r}: use 'embedded' or 'full'")
+    if name in _REGISTRY:
+        raise ValueError(f"register: a dataset named {name!r} is already registered; pick "
+                         "another name")
     _REGISTRY[name] = DatasetSpec(name, loader, profile, description)
 
 
 def list_datasets(profile: str | None = None) -> list[str]:
     """Names accepted by :func:`load`, optionally only those of one profile
     (``"embedded"``: available offline; ``"full"``: downloaded on first use)."""
-    _ensure_registered()
     return [n for n, s in _REGISTRY.items() if profile is None or s.profile == profile]
 
 
 def dataset_info(name: str) -> DatasetSpec:
     """The registry entry (profile, description) of ``name``."""
-    _ensure_registered()
     return _spec(name)
 
 
@@ -83,7 +85,6 @@ def load(name: str, *, root=None, download: bool = True, **options) -> "ImageDat
     the network and raises a clear error naming where a copy could be put. Other ``options``
     go to the dataset's loader (e.g. ``size=`` or ``skip_corrupt=`` for image folders).
     """
-    _ensure_registered()
     spec = _spec(name)
     accepted = [p for p in inspect.signature(spec.loader).parameters if p not in ("root", "download")]
     unknown = sorted(set(options) - set(accepted))
@@ -92,12 +93,6 @@ def load(name: str, *, root=None, download: bool = True, **options) -> "ImageDat
                         f"{name!r} accepts {accepted or 'no options'} besides root= and download=")
     log.info("loading dataset %s (%s profile)", name, spec.profile)
     return spec.loader(root=root, download=download, **options)
-
-
-def _ensure_registered() -> None:
-    # The dataset modules register themselves on import; importing them here (not at the top)
-    # keeps core free of import cycles.
-    from course_utils.data import digits, fashion_mnist, folders  # noqa: F401
 
 
 # --------------------------------------------------------------------------- subsets

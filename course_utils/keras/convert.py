@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from course_utils.keras.efficientnet_lite import LITE0_STAGES, block_name
+from course_utils.architectures import LITE0_STAGES, lite0_block_name as block_name
 
 __all__ = ["lite0_layer_map", "lite0_keras_weights_from_torch", "torch_to_keras_weights"]
 

@@ -23,9 +23,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from course_utils.architectures import (LITE0_HEAD_CHANNELS, LITE0_STAGES, LITE0_STEM_CHANNELS,
+                                        lite0_block_name)
 from course_utils.atomic import atomic_path
 from course_utils.download import data_home
 from course_utils.keras._backend import keras, save_weights
+from course_utils.keras.convert import lite0_keras_weights_from_torch
+from course_utils.weights import IMAGENET, resolve_weights_name
 
 __all__ = ["LITE0_STAGES", "block_name", "EfficientNetLite0", "preprocess_input",
            "imagenet_weights_path", "load_imagenet_weights", "stage_prefixes"]
@@ -35,25 +39,12 @@ log = logging.getLogger(__name__)
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.99  # Keras convention: moving = 0.99 * moving + 0.01 * batch (PyTorch 0.01)
 
-#: (repeats, kernel, stride, expand ratio, input channels, output channels) per stage: B0 at
-#: width and depth 1.0, the same table as ``course_utils.models.efficientnet_lite.LITE0_BLOCKS``.
-LITE0_STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
-STEM_CHANNELS = 32
-HEAD_CHANNELS = 1280
+# the stage table is course_utils.architectures' (shared with the PyTorch model and convert)
+STEM_CHANNELS = LITE0_STEM_CHANNELS
+HEAD_CHANNELS = LITE0_HEAD_CHANNELS
 WEIGHTS_FILE = "efficientnet_lite0_imagenet.weights.h5"
-
-
-def block_name(stage: int, repeat: int) -> str:
-    """``block_name(6, 3) == "block6d"``: stage is 1-based, repeat 0-based (as in Keras)."""
-    return f"block{stage}{chr(ord('a') + repeat)}"
+#: ``block_name(6, 3) == "block6d"``: stage 1-based, repeat 0-based (as in Keras)
+block_name = lite0_block_name
 
 
 def stage_prefixes() -> list[str]:
@@ -102,15 +93,14 @@ def EfficientNetLite0(include_top: bool = True, weights: str | None = None,
                       name: str = "efficientnet_lite0") -> keras.Model:
     """Build EfficientNet-Lite0 with the ``keras.applications`` calling convention.
 
-    ``weights``: ``None`` (random) or ``"imagenet"`` (the embedded weights; converted and
-    cached on first use). ``include_top=False`` returns the 1280-channel feature map (or
+    ``weights``: ``None`` (random) or ``"imagenet"``/``"IMAGENET1K_V1"``/``"DEFAULT"`` (the
+    embedded weights; converted and cached on first use). ``include_top=False`` returns the 1280-channel feature map (or
     its pooled vector with ``pooling="avg"|"max"``), for transfer learning.
     ``classes`` other than 1000 gives a new, randomly initialised ``predictions`` layer on
     top of the pretrained body. ``input_shape`` defaults to (224, 224, 3) with the top and
     to (None, None, 3) without it (any size works with ``padding="same"``).
     """
-    if weights not in (None, "imagenet"):
-        raise ValueError(f"EfficientNetLite0: weights must be None or 'imagenet', got {weights!r}")
+    weights = resolve_weights_name("efficientnet_lite0", (IMAGENET,), weights)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"EfficientNetLite0: pooling must be None, 'avg' or 'max', got {pooling!r}")
     if input_shape is None:
@@ -136,7 +126,7 @@ def EfficientNetLite0(include_top: bool = True, weights: str | None = None,
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     model = keras.Model(inputs, x, name=name)
-    if weights == "imagenet":
+    if weights is not None:
         load_imagenet_weights(model)
     return model
 
@@ -153,8 +143,6 @@ def _reference_model() -> keras.Model:
 
 
 def _write_cache(path: Path) -> keras.Model:
-    from course_utils.keras.convert import lite0_keras_weights_from_torch
-
     ref = _reference_model()
     for layer_name, arrays in lite0_keras_weights_from_torch().items():
         ref.get_layer(layer_name).set_weights(arrays)

@@ -3,10 +3,10 @@ run reproduces.
 
 It is the Keras twin of ``course_utils.data.FastLoader`` (same arguments, same meaning):
 uint8 images are scaled to [0, 1], optionally resized, repeated to 3 channels and
-normalised with ``mean``/``std``; labels become int64. The difference from
-``course_utils.data.to_tf_dataset`` is the randomness: ``tf.data``'s ``shuffle`` draws each
-epoch's order from a stateful generator, so a run resumed at epoch 5 in a new process sees
-epoch 1's order again. Here epoch ``e`` is shuffled (and flipped) by stateless ops seeded
+normalised with ``mean``/``std``; labels become int64. It is the course's only ``tf.data``
+pipeline, because of the randomness: ``tf.data``'s ``shuffle`` draws each epoch's order
+from a stateful generator, so a run resumed at epoch 5 in a new process sees epoch 1's
+order again. Here epoch ``e`` is shuffled (and flipped) by stateless ops seeded
 with ``(seed, e)``, so an interrupted-and-resumed ``fit`` ends with the same weights as an
 uninterrupted one, and two runs with the same seed see the same batches.
 """

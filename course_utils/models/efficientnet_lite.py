@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_utils.architectures import LITE0_HEAD_CHANNELS, LITE0_STAGES, LITE0_STEM_CHANNELS
+
 __all__ = ["BlockArgs", "LITE0_BLOCKS", "Conv2dSame", "MBConvBlock", "EfficientNetLite",
            "efficientnet_lite0", "lite0_weights_path"]
 
@@ -41,16 +43,8 @@ class BlockArgs:
     out_ch: int
 
 
-#: EfficientNet-Lite0 = B0 stages, width and depth 1.0.
-LITE0_BLOCKS = (
-    BlockArgs(1, 3, 1, 1, 32, 16),
-    BlockArgs(2, 3, 2, 6, 16, 24),
-    BlockArgs(2, 5, 2, 6, 24, 40),
-    BlockArgs(3, 3, 2, 6, 40, 80),
-    BlockArgs(3, 5, 1, 6, 80, 112),
-    BlockArgs(4, 5, 2, 6, 112, 192),
-    BlockArgs(1, 3, 1, 6, 192, 320),
-)
+#: EfficientNet-Lite0 = B0 stages, width and depth 1.0 (the table both frameworks build from)
+LITE0_BLOCKS = tuple(BlockArgs(*stage) for stage in LITE0_STAGES)
 
 
 class Conv2dSame(nn.Conv2d):
@@ -117,7 +111,8 @@ class EfficientNetLite(nn.Module):
     1280-channel map before pooling; ``forward`` the class logits."""
 
     def __init__(self, blocks: tuple[BlockArgs, ...] = LITE0_BLOCKS, num_classes: int = 1000,
-                 stem_ch: int = 32, head_ch: int = 1280, dropout: float = 0.2):
+                 stem_ch: int = LITE0_STEM_CHANNELS, head_ch: int = LITE0_HEAD_CHANNELS,
+                 dropout: float = 0.2):
         super().__init__()
         self._conv_stem = Conv2dSame(3, stem_ch, 3, stride=2)
         self._bn0 = _bn(stem_ch)
