@@ -464,3 +464,120 @@ class HubSession:
         self.http.delete(f"{self.hub_url}/hub/api/users/{self.user}/server",
                          headers={"X-XSRFToken": self.http.cookies.get("_xsrf", path="/hub/")
                                   or ""}, timeout=60)
+
+
+# -- the command line: course classroom ... -------------------------------------------------
+DEMO_INSTRUCTOR = "demo-instructor"
+DEMO_STUDENTS = ("demo-student1", "demo-student2", "demo-student3")
+
+
+def _print_account(acct: Account, shown_password: bool) -> None:
+    extra = f", course directory {acct.course_dir}" if acct.course_dir else ""
+    pw = f"password {acct.password}" if shown_password else "password as given"
+    print(f"{acct.role:<10} {acct.name:<18} {pw}{extra}")
+
+
+def _cmd_add(args) -> int:
+    make = add_instructor if args.classroom_cmd == "add-instructor" else add_student
+    group = args.group or (INSTRUCTOR_GROUP if make is add_instructor else STUDENT_GROUP)
+    for name in args.names:
+        _print_account(make(name, args.password, group=group), args.password is None)
+    return 0
+
+
+def _serve(args, accounts=()) -> int:
+    exchange = prepare_exchange(args.exchange)
+    groups = [STUDENT_GROUP, INSTRUCTOR_GROUP]
+    for g in groups:
+        ensure_group(g)
+    folders = private_folders()
+    granted = []
+    if folders:
+        if not args.grant_python_access:
+            raise ClassroomError(
+                f"the course's Python ({base_python()}) lies in {', '.join(map(str, folders))}, "
+                "which other accounts cannot enter, so no student's server could start. Build "
+                ".venv from a Python outside private folders (make PYTHON=/path/to/python3.11), "
+                "or pass --grant-python-access to let the course groups enter those folders "
+                "(search permission only, a POSIX ACL removed when the hub stops)")
+        granted = grant_python_access(groups)
+        print(f"granted {', '.join(groups)} search permission on {', '.join(map(str, granted))}")
+    hub = Hub(state=Path(args.state), exchange=exchange, port=args.port)
+    try:
+        hub.start()
+        print(f"\nJupyterHub for the course is running at {hub.url}/ (log: {hub.log_path})")
+        print(f"exchange: {exchange}   hub state: {args.state}")
+        for acct in accounts:
+            _print_account(acct, True)
+        print("Ctrl-C stops the hub and every server it started.")
+        while hub.proc.poll() is None:
+            time.sleep(1)
+        print(f"jupyterhub exited ({hub.proc.returncode}); its log ends:\n{hub.log_tail()}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        hub.stop()
+        revoke_python_access(groups, granted)
+
+
+def _cmd_up(args) -> int:
+    return _serve(args)
+
+
+def _cmd_demo(args) -> int:
+    accounts = [add_instructor(DEMO_INSTRUCTOR)] + [add_student(n) for n in DEMO_STUDENTS]
+    args.grant_python_access = True
+    return _serve(args, accounts)
+
+
+def _cmd_remove(args) -> int:
+    for name in args.names:
+        remove_user(name)
+        print(f"removed {name} and its home directory")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """``course classroom ...`` under the ``course`` command's sub-parsers."""
+    p = sub.add_parser("classroom", help="run the course on a JupyterHub (as root)",
+                       description="The course on one machine's JupyterHub: Unix accounts, the "
+                       "nbgrader exchange, the hub (deploy/jupyterhub/jupyterhub_config.py).")
+    csub = p.add_subparsers(dest="classroom_cmd", required=True, metavar="ACTION")
+
+    def hub_options(q):
+        q.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+        q.add_argument("--exchange", default="/srv/nbgrader/exchange",
+                       help="the nbgrader exchange (default /srv/nbgrader/exchange)")
+        q.add_argument("--state", default="/srv/transfer-course/hub",
+                       help="hub database and secrets (default /srv/transfer-course/hub)")
+
+    up = csub.add_parser("up", help="start the hub in the foreground")
+    hub_options(up)
+    up.add_argument("--grant-python-access", action="store_true",
+                    help="let the course groups enter private folders on the way to the "
+                    "course's Python (e.g. /root for pyenv) while the hub runs")
+    up.set_defaults(func=_cmd_up)
+    demo = csub.add_parser("demo", help="demo accounts (demo-instructor, demo-student1..3, "
+                           "random passwords printed) and the hub")
+    hub_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+    for action, role in (("add-student", "student"), ("add-instructor", "instructor")):
+        q = csub.add_parser(action, help=f"add {role} accounts (Unix users)")
+        q.add_argument("names", nargs="+", metavar="NAME")
+        q.add_argument("--password", default=None, help="password (default: random, printed)")
+        q.add_argument("--group", default=None, help=f"Unix group (default: the {role}s' group)")
+        q.set_defaults(func=_cmd_add)
+    rm = csub.add_parser("remove", help="remove accounts and their home directories")
+    rm.add_argument("names", nargs="+", metavar="NAME")
+    rm.set_defaults(func=_cmd_remove)
+
+
+def cli(args) -> int:
+    """Run a ``course classroom`` action; errors are printed, not raised."""
+    try:
+        return args.func(args)
+    except ClassroomError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

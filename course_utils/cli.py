@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="host path the submissions may read, e.g. a dataset cache (repeatable; "
                        "also $COURSE_GRADE_RO_BINDS)")
     grade.set_defaults(func=_cmd_grade)
+
+    from course_utils import classroom
+
+    classroom.add_parser(sub)
     return parser
 
 
@@ -124,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "classroom":
+        from course_utils.classroom import cli
+
+        return cli(args)
     return args.func(args)
 
 
