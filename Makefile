@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make course   -> builds .venv, provides Fashion-MNIST, runs the notebook series (embedded, offline)
 #   make test     -> builds .venv and runs the whole test suite
-# Also: make lab (JupyterLab with the course kernel), make bench (benchmarks).
+# Also: make lab (JupyterLab with the course kernel), make bench (benchmarks),
+#   make classroom (as root: the course's JupyterHub on localhost with demo accounts).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -10,10 +11,14 @@ STAMP := $(VENV)/.installed
 PROFILE ?= embedded
 OUT ?= build
 # System packages (Debian) the course uses when apt is available and we are root:
-# the Fashion-MNIST data, bubblewrap for sandboxed grading, Chromium to check rendered pages.
-APT_PACKAGES := dataset-fashion-mnist bubblewrap chromium
+# the Fashion-MNIST data, bubblewrap for sandboxed grading, Chromium to check rendered pages
+# and to drive JupyterLab in the classroom test, acl to let hub users reach a private Python.
+APT_PACKAGES := dataset-fashion-mnist bubblewrap chromium acl
+# configurable-http-proxy (npm) for the JupyterHub in deploy/jupyterhub/
+HUB_DIR := deploy/jupyterhub
+PROXY := $(HUB_DIR)/node_modules/.bin/configurable-http-proxy
 
-.PHONY: course test lab bench venv data system-deps clean
+.PHONY: course test lab bench venv data system-deps classroom-deps classroom clean
 
 venv: $(STAMP)
 
@@ -43,8 +48,26 @@ course: data
 	  COURSE_RESULTS_DIR=$(OUT) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_embedded_results.py; fi
 	@echo "Done: open $(OUT)/index.html"
 
+# The classroom (deploy/jupyterhub): JupyterHub comes with the venv (pyproject.toml), the proxy
+# from npm into $(HUB_DIR)/node_modules (npm ci: the versions in package-lock.json).
+classroom-deps: venv system-deps $(PROXY)
+
+$(PROXY): $(HUB_DIR)/package.json $(HUB_DIR)/package-lock.json
+	@if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian packages: nodejs npm"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null; fi
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix $(HUB_DIR) --no-audit --no-fund --loglevel=error && touch $(PROXY); \
+	else echo "note: npm not found; the classroom (JupyterHub) needs configurable-http-proxy from npm"; fi
+
+# As root: demo accounts (demo-instructor, demo-student1..3; passwords printed) and the hub
+# on http://127.0.0.1:8000 until Ctrl-C. A class: see README.md, "Running a class on JupyterHub".
+classroom: classroom-deps
+	@[ "$$(id -u)" = 0 ] || { echo "error: make classroom needs root (Unix accounts, PAM logins); run it with sudo"; exit 1; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/course classroom demo
+
 # nbgrader runs helper commands (alembic) from the venv, so its bin/ goes first on PATH.
-test: data
+test: data classroom-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 lab: venv
