@@ -126,15 +126,18 @@ def plot_history(history, ax=None, metrics: Sequence[str] = ("loss", "acc"), *,
 def plot_confusion_matrix(y_true, y_pred, classes: Sequence[str] | None = None, ax=None, *,
                           normalize: str | None = "true", cmap: str = "Blues",
                           values: bool | None = None, title: str | None = None):
-    """Confusion matrix with true classes as rows and predictions as columns.
+    """Confusion matrix with true classes as rows and predictions as columns, drawn by
+    scikit-learn's ``ConfusionMatrixDisplay``, which it returns (``.confusion_matrix``,
+    ``.ax_``, ``.figure_``; ``.plot(ax=...)`` draws it again).
 
-    ``normalize`` is ``"true"`` (default: each row sums to 1, so the diagonal is per-class
-    recall), ``"pred"`` (columns sum to 1: precision), ``"all"`` or ``None`` (counts).
-    ``values`` writes each cell's number (default: when there are at most 15 classes).
-    The matrix is kept as ``ax.confusion_matrix_``. Returns the Axes.
+    ``y_pred`` may be labels or logits/probabilities (reduced with ``argmax``). ``normalize``
+    is ``"true"`` (default: each row sums to 1, so the diagonal is per-class recall),
+    ``"pred"`` (columns sum to 1: precision), ``"all"`` or ``None`` (counts). ``values``
+    writes each cell's number (default: when there are at most 15 classes). The title
+    defaults to the accuracy.
     """
     import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     y_true = _to_numpy(y_true).ravel()
     y_pred = _to_numpy(y_pred)
@@ -149,34 +152,24 @@ def plot_confusion_matrix(y_true, y_pred, classes: Sequence[str] | None = None, 
     if classes is not None and len(y_true) and max(y_true.max(), y_pred.max()) >= n:
         raise ValueError(f"labels go up to {int(max(y_true.max(), y_pred.max()))} but classes has "
                          f"{n} names; pass all class names")
-    names = list(classes) if classes is not None else [str(i) for i in range(n)]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cm = confusion_matrix(y_true, y_pred, labels=np.arange(n), normalize=normalize)
-    cm = np.nan_to_num(cm)
     if ax is None:
         size = max(4.0, 0.55 * n + 2)
         _, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(cm, cmap=cmap, vmin=0, vmax=1 if normalize else None)
-    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if values is None:
-        values = n <= 15
-    if values:
-        thresh = (cm.max() + cm.min()) / 2
-        for i in range(n):
-            for j in range(n):
-                txt = f"{cm[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-                ax.text(j, i, txt, ha="center", va="center", fontsize="small",
-                        color="white" if cm[i, j] > thresh else "black")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xticklabels(names, rotation=45, ha="right")
-    ax.set_yticklabels(names)
+    # (scikit-learn turns the 0/0 of a class never seen into 0, not NaN)
+    disp = ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=np.arange(n),
+        display_labels=list(classes) if classes is not None else None,
+        normalize=normalize, cmap=cmap, ax=ax, xticks_rotation=45,
+        include_values=n <= 15 if values is None else bool(values),
+        values_format=".2f" if normalize else "d",
+        im_kw={"vmin": 0, "vmax": 1} if normalize else None, colorbar=True)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     acc = float(np.mean(y_true == y_pred)) if len(y_true) else math.nan
     ax.set_title(title if title is not None else f"Confusion matrix (accuracy {acc:.1%})")
-    ax.confusion_matrix_ = cm
-    return ax
+    return disp
 
 
 # --------------------------------------------------------------------------- image grid

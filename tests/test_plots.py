@@ -67,16 +67,23 @@ def test_plot_history_overlay_runs_and_existing_axes():
 def test_confusion_matrix_counts_and_normalised():
     y = np.array([0, 0, 1, 1, 2, 2, 2, 2])
     p = np.array([0, 1, 1, 1, 2, 2, 0, 2])
-    ax = plot_confusion_matrix(y, p, ["a", "b", "c"], normalize=None)
-    np.testing.assert_array_equal(ax.confusion_matrix_, [[1, 1, 0], [0, 2, 0], [1, 0, 3]])
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    disp = plot_confusion_matrix(y, p, ["a", "b", "c"], normalize=None)
+    assert isinstance(disp, ConfusionMatrixDisplay)
+    ax = disp.ax_
+    np.testing.assert_array_equal(disp.confusion_matrix, [[1, 1, 0], [0, 2, 0], [1, 0, 3]])
     assert ax.get_title() == "Confusion matrix (accuracy 75.0%)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
     assert ax.get_xlabel() == "predicted" and ax.get_ylabel() == "true"
-    assert len(ax.texts) == 9 and ax.texts[0].get_text() == "1"
+    assert disp.text_.shape == (3, 3) and disp.text_[0, 0].get_text() == "1"
     logits = np.eye(3)[p] * 5.0  # logits are reduced with argmax
-    ax2 = plot_confusion_matrix(y, logits, ["a", "b", "c"])
-    np.testing.assert_allclose(ax2.confusion_matrix_.sum(axis=1), 1.0)
-    np.testing.assert_allclose(ax2.confusion_matrix_[2], [0.25, 0, 0.75])
+    disp2 = plot_confusion_matrix(y, logits, ["a", "b", "c"], values=False)
+    np.testing.assert_allclose(disp2.confusion_matrix.sum(axis=1), 1.0)
+    np.testing.assert_allclose(disp2.confusion_matrix[2], [0.25, 0, 0.75])
+    assert disp2.text_ is None
+    fig, other = plt.subplots()
+    assert disp2.plot(ax=other).ax_ is other  # a Display draws again where it is told
     with pytest.raises(ValueError, match="class names"):
         plot_confusion_matrix(y, p, ["a", "b"])
     with pytest.raises(ValueError, match="normalize"):
