@@ -36,7 +36,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from course_utils.atomic import atomic_dir
+from course_utils.atomic import atomic_dir, atomic_write_text
 
 __all__ = ["data_home", "fetch", "extract", "verify", "file_hash", "check_archive_members",
            "DownloadError", "ChecksumError", "UnsafeArchiveError", "ArchiveError"]
@@ -148,7 +148,7 @@ def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None =
     folder.mkdir(parents=True, exist_ok=True)
     primary = next(iter(hashes.items()), None)
     known = f"{primary[0]}:{primary[1]}" if primary else None
-    failures = []
+    failures: list[tuple[type[Exception], str]] = []  # (error class it stands for, what happened)
     for url in urls:
         bar = tqdm(total=1, unit="B", unit_scale=True, desc=fname, leave=False) if progress else False
         downloader = pooch.HTTPDownloader(progressbar=bar, timeout=timeout)
@@ -157,10 +157,10 @@ def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None =
             pooch.retrieve(url, known_hash=known, fname=fname, path=folder,
                            downloader=downloader, progressbar=False)
         except ValueError as exc:  # pooch: hash mismatch; its temporary file is already gone
-            failures.append(f"{url}: wrong checksum ({exc})")
+            failures.append((ChecksumError, f"{url}: wrong checksum ({exc})"))
             continue
         except (requests.exceptions.RequestException, OSError) as exc:
-            failures.append(f"{url}: {type(exc).__name__}: {exc}")
+            failures.append((DownloadError, f"{url}: {type(exc).__name__}: {exc}"))
             continue
         finally:
             if bar:
@@ -169,19 +169,19 @@ def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None =
             verify(dest, **hashes)  # the hashes pooch did not check
         except ChecksumError as exc:
             dest.unlink(missing_ok=True)
-            failures.append(f"{url}: {exc}")
+            failures.append((ChecksumError, f"{url}: {exc}"))
             continue
         if not hashes:
             digest = file_hash(dest)
-            _tofu_file(dest).write_text(f"{digest}  {fname}\n")
+            atomic_write_text(_tofu_file(dest), f"{digest}  {fname}\n")
             log.warning("%s has no published checksum; recorded sha256 %s of this first "
                         "download in %s and will enforce it from now on", fname, digest,
                         _tofu_file(dest))
         return dest
-    reason = "every download failed:\n    " + "\n    ".join(failures)
-    if all("wrong checksum" in f or "pinned value" in f for f in failures):
-        raise ChecksumError(_offline_message(dataset, fname, urls, dest, hashes, alternative, reason))
-    raise DownloadError(_offline_message(dataset, fname, urls, dest, hashes, alternative, reason))
+    reason = "every download failed:\n    " + "\n    ".join(text for _, text in failures)
+    # every mirror served the wrong bytes: a checksum problem, not a network one
+    error = ChecksumError if all(kind is ChecksumError for kind, _ in failures) else DownloadError
+    raise error(_offline_message(dataset, fname, urls, dest, hashes, alternative, reason))
 
 
 # --------------------------------------------------------------------------- extraction

@@ -159,6 +159,22 @@ def test_server_error_mid_stream_and_http_500(server, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_failures_are_classified_by_exception_type_not_message_text(server, tmp_path):
+    # a network failure whose text happens to say "wrong checksum" (here, in its URL) is a
+    # DownloadError; only when every mirror served wrong bytes is it a ChecksumError
+    net = server.add("/wrong checksum/a.zip", GOOD, mode="500")
+    with pytest.raises(dl.DownloadError) as err:
+        dl.fetch("a.zip", net, tmp_path, sha256=sha256(GOOD), progress=False)
+    assert not isinstance(err.value, dl.ChecksumError)
+    bytes_wrong = server.add("/b.zip", GOOD)
+    with pytest.raises(dl.DownloadError) as err:  # one wrong-bytes mirror, one down: network
+        dl.fetch("b.zip", [bytes_wrong, net], tmp_path, sha256="0" * 64, progress=False)
+    assert not isinstance(err.value, dl.ChecksumError)
+    with pytest.raises(dl.ChecksumError):
+        dl.fetch("b.zip", [bytes_wrong, bytes_wrong], tmp_path, sha256="0" * 64, progress=False)
+    assert leftovers(tmp_path) == []
+
+
 def test_mirror_fallback(server, tmp_path):
     bad = server.add("/bad.zip", GOOD, mode="500")
     good = server.add("/good.zip", GOOD)
