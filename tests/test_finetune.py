@@ -180,18 +180,31 @@ def test_summary_counts_match_the_parameters():
 def test_param_groups_head_multiplier_and_discriminative_rates():
     model = small()
     groups = M.param_groups(model, lr=1e-3)
-    assert [g["name"] for g in groups] == ["stem", "block1", "block2", "head", "classifier"]
-    assert [g["lr"] for g in groups] == pytest.approx([1e-3] * 4 + [1e-2])
+    names = ["stem", "block1", "block2", "head", "classifier"]
+    assert [g["name"] for g in groups] == [n + s for n in names for s in ("", "/no_decay")]
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3] * 8 + [1e-2] * 2)
     assert sum(p.numel() for g in groups for p in g["params"]) == 93_930
     decayed = M.param_groups(model, lr=1e-3, head_lr_mult=1, lr_decay=0.5, weight_decay=1e-4)
-    assert [g["lr"] for g in decayed] == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3, 1e-3])
-    assert all(g["weight_decay"] == 1e-4 for g in decayed)
+    assert [g["lr"] for g in decayed][::2] == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3, 1e-3])
     opt = torch.optim.AdamW(decayed)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in decayed])
+    # as timm: kernels and matrices decay, biases and BatchNorm scales/shifts never do
+    named = {id(p): n for n, p in model.named_parameters()}
+    for g in opt.param_groups:
+        kinds = {named[id(p)].rsplit(".", 1)[-1] for p in g["params"]}
+        if g["name"].endswith("/no_decay"):
+            assert g["weight_decay"] == 0.0 and all(p.ndim == 1 for p in g["params"])
+            assert kinds <= {"bias", "weight"}  # BN weight (gamma), biases
+        else:
+            assert g["weight_decay"] == 1e-4 and all(p.ndim > 1 for p in g["params"])
+    bn_gamma = model.stem.bn.weight
+    assert any(p is bn_gamma for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"])
+    no_wd = M.param_groups(model, lr=1e-3)
+    assert all("weight_decay" not in g for g in no_wd if not g["name"].endswith("/no_decay"))
 
     M.freeze(model, upto="block2")
     only = M.param_groups(model, lr=1e-3)
-    assert [g["name"] for g in only] == ["head", "classifier"]
+    assert [g["name"] for g in only] == ["head", "head/no_decay", "classifier", "classifier/no_decay"]
     assert all(p.requires_grad for g in only for p in g["params"])
     M.freeze(model, upto="head")
     M.freeze(model, upto="classifier")

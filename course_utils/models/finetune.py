@@ -318,7 +318,10 @@ def summary(model: nn.Module) -> ModelSummary:
 
 def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0,
                  lr_decay: float | None = None, weight_decay: float | None = None) -> list[dict]:
-    """Optimizer parameter groups, one per layer group that has trainable parameters.
+    """Optimizer parameter groups: per layer group with trainable parameters, one for its
+    weights and one (named ``"<group>/no_decay"``) for its biases and normalisation
+    parameters, which never get weight decay (as timm's ``param_groups_weight_decay``:
+    decaying a BatchNorm scale or a bias towards 0 only fights the normalisation).
 
     The classifier (the last group) gets ``lr * head_lr_mult`` (d2l's fine-tuning recipe:
     a fresh head learns 10x faster than the pretrained body). The other groups get ``lr``,
@@ -326,7 +329,8 @@ def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0,
     the one below it ``lr * lr_decay``, then ``lr * lr_decay**2`` ... down to the stem
     (``head_lr_mult=1, lr_decay=0.5`` is the usual layer-wise decay). Frozen parameters are
     left out, so freeze before building the optimizer. Each dict has ``params``, ``lr``,
-    ``name`` (the group) and, if given, ``weight_decay``::
+    ``name`` and ``weight_decay`` where it is fixed (``0.0`` for the no-decay groups, the
+    given ``weight_decay`` for the others; without it the optimizer's own applies)::
 
         opt = torch.optim.Adam(param_groups(model, lr=1e-4))
     """
@@ -352,24 +356,33 @@ def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0,
                 if p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     params.append(p)
-        if params:
-            out.append(_pgroup(name, params, group_lr, weight_decay))
+        out += _decay_split(name, params, group_lr, weight_decay)
     rest = [p for p in inner.parameters() if p.requires_grad and id(p) not in seen]
     if rest:
         log.warning("%d trainable tensors belong to no layer group of %s; they get lr=%g",
                     len(rest), get_spec(inner).name, lr)
-        out.append(_pgroup("other", rest, lr, weight_decay))
+        out += _decay_split("other", rest, lr, weight_decay)
     if not out:
         raise ValueError(f"{get_spec(inner).name} has no trainable parameters: everything is "
                          "frozen; call unfreeze(model, from_group=...) first")
     return out
 
 
-def _pgroup(name: str, params: list, lr: float, weight_decay: float | None) -> dict:
-    group = {"params": params, "lr": float(lr), "name": name}
-    if weight_decay is not None:
-        group["weight_decay"] = float(weight_decay)
-    return group
+def _decay_split(name: str, params: list, lr: float, weight_decay: float | None) -> list[dict]:
+    """The weight-decay group of ``params`` (matrices and kernels) and the no-decay group
+    (1-d tensors: biases, BatchNorm/LayerNorm scales and shifts), the empty ones left out."""
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    out = []
+    if decay:
+        group = {"params": decay, "lr": float(lr), "name": name}
+        if weight_decay is not None:
+            group["weight_decay"] = float(weight_decay)
+        out.append(group)
+    if no_decay:
+        out.append({"params": no_decay, "lr": float(lr), "name": f"{name}/no_decay",
+                    "weight_decay": 0.0})
+    return out
 
 
 # --- partial weight transfer -------------------------------------------------------------
