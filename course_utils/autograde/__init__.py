@@ -48,24 +48,33 @@ never ran score zero (nbgrader would otherwise give full marks to a test cell wi
 output).  Edited or deleted locked cells are restored (``OverwriteCells``, with
 ``add_missing_cells`` on by default).  The submission's ``status`` (``ok``,
 ``timeout``, ``cell-timeout``, ``memory``, ``kernel-died``, ``processes``,
-``tampered``, ``missing``, ``error``) and sentences saying what happened go to the
-summary table, the CSV and a "Notes from the autograder" cell at the top of the
-graded notebook, which the feedback HTML shows.
+``output-limit``, ``too-large``, ``files``, ``bad-timestamp``, ``tampered``,
+``missing``, ``error``) and sentences saying what happened go to the summary table,
+the CSV, the graded notebook (a "Notes from the autograder" cell for the formgrader,
+and its ``course_grade`` metadata) and the feedback page, which shows them in a
+banner outside the notebook's cells; a submitted cell posing as the notes is removed.
+A submission that could not be graded at all makes ``course grade`` exit 1, and a
+score an earlier run left in the gradebook is marked STALE.
 
 *Before and after the sandbox.*  nbgrader copies a submission's files on the host,
-following symbolic links (a link to the gradebook would bring it in) and blocking on
-a FIFO: a submission with links or special files is graded from a copy without them.
-The graded notebooks themselves never enter the sandbox's working directory (the
-sanitised copies hold the hidden tests; the notebook reaches the runner on stdin).
-Feedback pages are rendered with ``HTMLExporter.sanitize_html`` on, since their
-outputs come from the student's kernel.
+following symbolic links (a link to the gradebook would bring it in), blocking on a
+FIFO and making sparse files dense, and parses any notebook however large: each
+submission is first inspected (:mod:`.intake`, outside the gradebook lock) and graded
+from a copy without its links, special files, hard links to files outside it, files
+beyond the size limit and notebooks over the size or cell limits.  Outputs are capped
+per cell and per notebook (:class:`Limits`).  The graded notebooks themselves never
+enter the sandbox's working directory (the sanitised copies hold the hidden tests;
+the notebook reaches the runner on stdin).  Feedback pages are rendered with
+``HTMLExporter.sanitize_html`` on, since their outputs come from the student's
+kernel, under a memory and a time limit, and without copying the submission's files.
 
 *Parallel and consistent.*  ``workers`` threads (default: the number of cores) each
 supervise one sandbox.  All gradebook and course-directory work happens under one
 lock, released only while a notebook executes, so SQLite sees a single writer and
 nothing is lost or corrupted; the sandboxes themselves run in parallel.  Feedback
 HTML is rendered afterwards in ``workers`` processes (read-only gradebook access).
-Ctrl-C kills the running sandboxes at once and removes half-graded folders.
+Ctrl-C kills the running sandboxes at once and removes half-graded folders.  Student
+ids are taken literally (nbgrader globs them).
 
 Limits of the model: a kernel can still cheat *its own* grade (the tests run in the
 student's kernel, as with nbgrader, and the hidden tests are visible to code running
@@ -73,9 +82,10 @@ beside them); the sandbox protects the instructor's files, the gradebook, other
 students and the machine.  There is no seccomp filter; the kernel's memory limit is
 an rlimit (virtual memory), not a cgroup.  Every submission is graded again on each
 run (nbgrader's ``--force``); kernels are always Python (the course's).  The client
-inside each sandbox costs about 0.3-0.4 CPU-seconds per submission that nbgrader's
-in-process client does not; it buys a grader process that never reads a message
-from a student's kernel.
+inside each sandbox costs CPU that nbgrader's in-process client does not (it buys a
+grader process that never reads a message from a student's kernel); the kernel
+makes up for it by starting in one interpreter without the debugger's imports, and
+the client skips jsonschema's optional format checkers.
 
 Public API
 ----------
