@@ -10,6 +10,7 @@ import logging
 import sys
 
 from course_utils import PROFILES
+from course_utils.runner import CELL_TIMEOUT  # (runner imports papermill only when it runs)
 
 __all__ = ["main", "build_parser"]
 
@@ -80,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=PROFILES, default="embedded",
                      help="smoke (CI), embedded (default, offline), full (GPU + internet)")
     run.add_argument("--out", default="build", help="folder for executed notebooks and HTML")
-    run.add_argument("--cell-timeout", type=int, default=1200,
-                     help="seconds one cell may run before it is stopped (default 1200)")
+    run.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT,
+                     help=f"seconds one cell may run before it is stopped (default {CELL_TIMEOUT})")
     run.add_argument("--no-html", action="store_true", help="skip the HTML rendering")
     run.set_defaults(func=_cmd_run)
 

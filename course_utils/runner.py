@@ -18,6 +18,7 @@ from pathlib import Path
 from course_utils import PROFILES
 
 __all__ = [
+    "CELL_TIMEOUT",
     "NotebookFailure",
     "NotebookResult",
     "discover_notebooks",
@@ -30,6 +31,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: notebooks are named ``NN_title.ipynb`` and run in that order
+#: seconds one notebook cell may run, for ``run_notebook``, ``run_series`` and ``course run``
+#: alike: the longest cell of the embedded profile on a 2-core CPU with room to spare
+CELL_TIMEOUT = 1200
+
 _NOTEBOOK_NAME = re.compile(r"^\d\d_.+\.ipynb$")
 
 
@@ -96,7 +101,7 @@ def _failing_cell_index(executed: dict) -> int | None:
 
 def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
                  profile: str = "embedded", parameters: dict | None = None,
-                 cell_timeout: int | None = 600, kernel_name: str = "python3",
+                 cell_timeout: int | None = CELL_TIMEOUT, kernel_name: str = "python3",
                  progress_bar: bool = True, cwd: str | os.PathLike | None = None) -> NotebookResult:
     """Execute one notebook with papermill; raise :class:`NotebookFailure` if a cell raises."""
     import papermill as pm
@@ -169,7 +174,7 @@ def write_index(results: list[NotebookResult], out_dir: str | os.PathLike, profi
 
 
 def run_series(notebooks: list[str | os.PathLike] | None = None, *, profile: str = "embedded",
-               out_dir: str | os.PathLike = "build", cell_timeout: int | None = 600,
+               out_dir: str | os.PathLike = "build", cell_timeout: int | None = CELL_TIMEOUT,
                html: bool = True, parameters: dict | None = None) -> list[NotebookResult]:
     """Run notebooks in order, stopping at the first failure (which is raised)."""
     from tqdm.auto import tqdm

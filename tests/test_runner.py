@@ -63,3 +63,14 @@ def test_cli_help_lists_subcommands(course_bin):
     assert out.returncode == 0
     for sub in ("run", "data", "bench", "grade"):
         assert sub in out.stdout
+
+
+def test_one_default_cell_timeout_for_the_runner_and_the_cli():
+    import inspect
+
+    from course_utils import cli, runner
+
+    defaults = {inspect.signature(f).parameters["cell_timeout"].default
+                for f in (runner.run_notebook, runner.run_series)}
+    assert defaults == {runner.CELL_TIMEOUT}
+    assert cli.build_parser().parse_args(["run"]).cell_timeout == runner.CELL_TIMEOUT

@@ -42,16 +42,18 @@ def _names(prefix: str) -> tuple[str, str, str]:
     return f"{prefix}_conv", f"{prefix}_bn", f"{prefix}_relu"
 
 
-def _initializers(init: str):
+def _initializers(init: str, bias_fan_in: int):
     """(kernel, bias) initialisers. ``"keras"``: Keras's defaults (Glorot-uniform kernels,
     zero biases). ``"torch"``: PyTorch's defaults for ``Conv2d``/``Linear``, uniform in
-    +-1/sqrt(fan_in) for kernels (``kaiming_uniform_(a=sqrt(5))``) and biases, so both
-    frameworks also start from the same distribution, not only the same architecture."""
+    +-1/sqrt(fan_in) for kernels (``kaiming_uniform_(a=sqrt(5))``) and biases (of a layer
+    with ``bias_fan_in`` inputs), so both frameworks also start from the same distribution,
+    not only the same architecture."""
     if init == "keras":
         return "glorot_uniform", "zeros"
     if init == "torch":
+        bound = 1.0 / bias_fan_in ** 0.5
         return (keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
-                "uniform(+-1/sqrt(fan_in))")
+                keras.initializers.RandomUniform(-bound, bound))
     raise ValueError(f"init must be 'keras' or 'torch', got {init!r}")
 
 
@@ -64,7 +66,8 @@ def SmallCNN(input_shape: tuple = (28, 28, 1), num_classes: int = 10, dropout: f
     ``init``: ``"keras"`` (Keras's default initialisers) or ``"torch"`` (PyTorch's)."""
     if num_classes < 1:
         raise ValueError(f"SmallCNN: num_classes must be >= 1, got {num_classes}")
-    kernel_init, _ = _initializers(init)
+    # the classifier's fan-in is the last convolution's width (256)
+    kernel_init, bias_init = _initializers(init, list(SMALL_CNN_GROUPS.values())[-1][-1][2])
     inputs = keras.Input(shape=tuple(input_shape), name="input_layer")
     x = inputs
     for group, convs in SMALL_CNN_GROUPS.items():
@@ -79,8 +82,6 @@ def SmallCNN(input_shape: tuple = (28, 28, 1), num_classes: int = 10, dropout: f
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     if include_top:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-        # PyTorch's Linear bias: uniform in +-1/sqrt(fan_in), fan_in = 256
-        bias_init = keras.initializers.RandomUniform(-1 / 16, 1 / 16) if init == "torch" else "zeros"
         x = keras.layers.Dense(num_classes, name="classifier", kernel_initializer=kernel_init,
                                bias_initializer=bias_init)(x)
     return keras.Model(inputs, x, name=name)
