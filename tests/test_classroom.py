@@ -360,3 +360,48 @@ def test_timings_of_one_term(term, capsys):
     report = os.environ.get("COURSE_CLASSROOM_REPORT")
     if report:
         Path(report).write_text(json.dumps(term.timings, indent=1))
+
+
+def test_course_grade_on_the_hub_keeps_its_sandbox(term):
+    """Item 4: a submission that tries to read the gradebook, the instructor's solutions,
+    another student's work and the hub's secret, to write into the course directory and to
+    reach the hub, graded by the instructor on the hub: it sees none of it. (Runs last: the
+    'blank' student resubmits, which changes their grade.)"""
+    acct, other = term.students["blank"], term.students["correct"]
+    targets = [term.course / "gradebook.db", term.course / "source" / A1 / f"{NB}.ipynb",
+               other.home / A1 / f"{NB}.ipynb", term.hub.state / "jupyterhub_cookie_secret"]
+    probe = (
+        "import os, pathlib, socket\n"
+        "LEAKS = []\n"
+        f"for p in {[str(p) for p in targets]!r}:\n"
+        "    try:\n"
+        "        open(p, 'rb').read(16); LEAKS.append(p)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "try:\n"
+        f"    pathlib.Path({str(term.course / 'pwned.txt')!r}).write_text('x'); LEAKS.append('write')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {term.hub.port}), timeout=3); LEAKS.append('hub')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print('probe done, leaks:', LEAKS)\n\n")
+    s = term.sessions["blank"]
+    _edit(s, {**A1_CORRECT, "part1_answer": probe + A1_CORRECT["part1_answer"]})
+    s.assignment_action("submit", A1)
+    term.instructor_run("nbgrader", "collect", "--update", A1)
+    res = term.instructor_run("course", "grade", A1, "--course-dir", str(term.course),
+                              "--student", acct.name, "--no-feedback", "--csv",
+                              str(term.course / "regrade.csv"), check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    graded = json.loads((term.course / "autograded" / acct.name / A1 / f"{NB}.ipynb").read_text())
+    cell = next(c for c in graded["cells"]
+                if c["metadata"].get("nbgrader", {}).get("grade_id") == "part1_answer")
+    printed = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))
+    assert "probe done, leaks: []" in printed, printed
+    assert not (term.course / "pwned.txt").exists()
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{term.course / 'gradebook.db'}", cl.COURSE_ID) as gb:
+        assert gb.find_submission(A1, acct.name).code_score == EXPECTED["correct"]
