@@ -141,11 +141,9 @@ def keras_weights_url(name: str, include_top: bool, input_shape=None) -> tuple[s
 def _fetch_application_weights(name: str, include_top: bool, input_shape) -> None:
     """Download (or find in the Keras cache) the weights before Keras builds the model, so a
     network failure is reported as what it is rather than from deep inside the builder."""
-    from keras.src.utils import file_utils
-
     fname, url = keras_weights_url(name, include_top, input_shape)
     try:
-        file_utils.get_file(fname, url, cache_subdir="models")
+        keras.utils.get_file(fname, url, cache_subdir="models")
     except Exception as exc:
         raise PretrainedWeightsUnavailable(
             f"create_model({name!r}, weights='imagenet'): could not download the Keras ImageNet "

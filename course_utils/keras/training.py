@@ -167,11 +167,14 @@ def _reset_optimizer(opt) -> None:
 
 def _trainable_changed(model) -> list[str]:
     """Names of the layers whose ``trainable`` flag changed since ``compile()``."""
+    # Keras 3 records each layer's trainable flag at compile() but has no public API to read
+    # it, and declined to warn about the mismatch itself (keras-team/keras#22413, closed;
+    # tensorflow/tensorflow#117169): this private attribute is the only way to see it, for
+    # models compiled by compile_model and by hand alike.
     compiled_state = getattr(model, "_compiled_trainable_state", None)
     if not model.compiled or not compiled_state:
         return []
-    return [layer.name for layer in model._flatten_layers()
-            if layer in compiled_state and compiled_state[layer] != layer.trainable]
+    return [layer.name for layer, was in compiled_state.items() if was != layer.trainable]
 
 
 def check_compiled(model) -> None:

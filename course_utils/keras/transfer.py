@@ -177,6 +177,8 @@ def _recompile_or_mark(model, what: str, lr, optimizer, recompile: bool) -> None
     else:
         # Keras would keep training the weights that were trainable at the last compile();
         # marking the model uncompiled makes model.fit/evaluate raise until compile() is called.
+        # Keras 3 has no public way to mark a compiled model stale (see keras-team/keras#22413,
+        # closed without one), so the flag compile() sets is cleared by hand.
         model.compiled = False
         model.course_pending_recompile = what
 
