@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -262,9 +263,60 @@ def _set_epoch(loader, epoch: int, seed: int | None) -> None:
             gen.manual_seed(seed + epoch)
 
 
-def _run_epoch(net, loader, *, optimizer, scheduler_per_batch, loss_fn, metrics, dev,
-               amp_dt, scaler, grad_accum, channels_last, clip_grad_norm, epoch, epochs,
+@dataclass
+class _Update:
+    """What one optimizer update needs, fixed for a whole fit: the optimizer and its
+    parameters, the loss, mixed precision (``amp_dt``, and a ``scaler`` for float16),
+    gradient accumulation and clipping, and the scheduler stepped per update (or None)."""
+
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable
+    dev: torch.device
+    amp_dt: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    grad_accum: int
+    clip_grad_norm: float | None
+    scheduler_per_step: object | None
+    params: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def backward(self, net, x, y, *, group: int, sync: bool):
+        """Forward and backward of one batch under autocast, the loss divided by the
+        accumulation ``group`` size so the summed gradient is the group's mean. Under DDP,
+        gradients are all-reduced only on the batch that ends a group (``sync``)."""
+        ctx = net.no_sync() if ddp.world_size() > 1 and not sync else nullcontext()
+        with ctx:
+            with autocast(self.dev, self.amp_dt is not None, self.amp_dt):
+                out = net(x)
+                loss = self.loss_fn(out, y)
+            scaled = loss / group if group > 1 else loss
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return out, loss
+
+    def step(self) -> None:
+        """One optimizer step on the accumulated gradients (unscaled and clipped first where
+        asked), then the per-step scheduler."""
+        _step(self.optimizer, self.scaler, self.params, self.clip_grad_norm)
+        if self.scheduler_per_step is not None:
+            self.scheduler_per_step.step()
+
+
+def _accumulation_group(index: int, n_batches: int | None, grad_accum: int) -> tuple[int, bool]:
+    """(size of the accumulation group batch ``index`` (1-based) is in, whether it ends it).
+    The last group of an epoch may be short: it is averaged over the batches it has."""
+    pos = (index - 1) % grad_accum
+    if n_batches is None:
+        return grad_accum, pos + 1 == grad_accum
+    group = min(grad_accum, n_batches - (index - 1 - pos))
+    return group, pos + 1 == group
+
+
+def _run_epoch(net, loader, update: _Update, *, metrics, channels_last, epoch, epochs,
                show) -> dict:
+    """One pass over ``loader``: forward, backward, an optimizer step every ``grad_accum``
+    batches; losses are checked for NaN every ``_SYNC_EVERY`` batches and at the end."""
     meter = _Meter(metrics)
     try:
         n_batches = len(loader)
@@ -272,9 +324,7 @@ def _run_epoch(net, loader, *, optimizer, scheduler_per_batch, loss_fn, metrics,
         n_batches = None
     bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not show,
                unit="batch", dynamic_ncols=True)
-    optimizer.zero_grad(set_to_none=True)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    distributed = ddp.world_size() > 1
+    update.optimizer.zero_grad(set_to_none=True)
     pending_grads = False
     index = -1
     try:
@@ -284,50 +334,35 @@ def _run_epoch(net, loader, *, optimizer, scheduler_per_batch, loss_fn, metrics,
             if part is None:
                 log.debug("skipping batch %d: fewer samples than processes", index)
                 continue
-            x = _to_device(part[0], dev, channels_last)
-            y = _to_device(part[1], dev)
-            pos = (index - 1) % grad_accum
-            if n_batches is not None:
-                group = min(grad_accum, n_batches - (index - 1 - pos))
-                step_now = pos + 1 == group
-            else:
-                group = grad_accum
-                step_now = pos + 1 == grad_accum
-            sync = net.no_sync() if distributed and not step_now else nullcontext()
-            with sync:
-                with autocast(dev, amp_dt is not None, amp_dt):
-                    out = net(x)
-                    loss = loss_fn(out, y)
-                scaled = loss / group if group > 1 else loss
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            pending_grads = True
+            x = _to_device(part[0], update.dev, channels_last)
+            y = _to_device(part[1], update.dev)
+            group, step_now = _accumulation_group(index, n_batches, update.grad_accum)
+            out, loss = update.backward(net, x, y, group=group, sync=step_now)
+            pending_grads = not step_now
             if step_now:
-                _step(optimizer, scaler, params, clip_grad_norm)
-                pending_grads = False
-                if scheduler_per_batch is not None:
-                    scheduler_per_batch.step()
+                update.step()
             meter.add(index, loss, out, y)
             if len(meter.pending) >= _SYNC_EVERY:
-                bad = _check_bad_everywhere(meter.flush(), dev)
-                if bad:
-                    _raise_nonfinite(bad, meter, epoch, optimizer)
+                _check_train_flush(meter, update, epoch)
                 if show and meter.n:
                     bar.set_postfix(loss=f"{meter.loss_sum / meter.n:.4f}", refresh=False)
             bar.update(1)
         if pending_grads:  # the loader ended inside an accumulation group
-            if distributed:  # those backward passes ran under no_sync: average by hand
-                ddp.average_gradients(params)
-            _step(optimizer, scaler, params, clip_grad_norm)
-            if scheduler_per_batch is not None:
-                scheduler_per_batch.step()
-        bad = _check_bad_everywhere(meter.flush(), dev)
-        if bad:
-            _raise_nonfinite(bad, meter, epoch, optimizer)
+            if ddp.world_size() > 1:  # those backward passes ran under no_sync: average by hand
+                ddp.average_gradients(update.params)
+            update.step()
+        _check_train_flush(meter, update, epoch)
     finally:
         bar.close()
     if index < 0:
         raise ValueError("the train loader yielded no batches; check its length and drop_last")
-    return meter.result(dev, reduce=distributed)
+    return meter.result(update.dev, reduce=ddp.world_size() > 1)
+
+
+def _check_train_flush(meter: _Meter, update: _Update, epoch: int) -> None:
+    bad = _check_bad_everywhere(meter.flush(), update.dev)
+    if bad:
+        _raise_nonfinite(bad, meter, epoch, update.optimizer)
 
 
 def _step(optimizer, scaler, params, clip_grad_norm) -> None:
@@ -495,6 +530,79 @@ def fit(model: nn.Module, train: Iterable, val: Iterable | None = None, *, epoch
     Raises :class:`NonFiniteLossError` when the training or the validation loss becomes NaN
     or infinite.
     """
+    _check_fit_arguments(epochs, grad_accum, early_stopping, val, scheduler_interval)
+    dev, distributed = _place(device)
+    main = ddp.is_main_process()
+    show = bool(progress) and main
+    model.to(dev)
+    if channels_last:
+        to_channels_last(model)
+    opt = _make_optimizer(optimizer, model, lr, weight_decay)
+    sched = _make_scheduler(scheduler, opt, epochs)
+    plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if plateau and scheduler_interval == "step":
+        raise ValueError("ReduceLROnPlateau needs a loss, so it can only be stepped per epoch")
+    amp_dt = _resolve_amp(amp, dev)
+    update = _Update(opt, loss_fn or nn.CrossEntropyLoss(), dev, amp_dt,
+                     torch.amp.GradScaler("cuda") if amp_dt == torch.float16 else None,
+                     grad_accum, clip_grad_norm, sched if scheduler_interval == "step" else None)
+    ckpt = _Checkpoints(Path(checkpoint_dir) if checkpoint_dir is not None else None, main)
+    history, start, stop, best_state = _start_or_resume(ckpt, resume, seed, model, opt, sched,
+                                                        update.scaler)
+
+    net = ddp.wrap_model(model, dev)
+    epoch_bar = tqdm(total=epochs, initial=min(start, epochs), desc="fit", unit="epoch",
+                     disable=not show, dynamic_ncols=True)
+    try:
+        for e in range(start, epochs):  # the loop the course teaches, one epoch per pass
+            if history.stopped_early:
+                break
+            t0 = time.perf_counter()
+            _set_epoch(train, e, seed)
+            lr_now = opt.param_groups[0]["lr"]
+            net.train()
+            tr = _run_epoch(net, train, update, metrics=metrics, channels_last=channels_last,
+                            epoch=e + 1, epochs=epochs, show=show)
+            va = None
+            if val is not None:
+                va = _evaluate(model, val, dev=dev, loss_fn=update.loss_fn, metrics=metrics,
+                               amp_dt=amp_dt, channels_last=channels_last, shard=distributed,
+                               epoch=e + 1)
+            if sched is not None and scheduler_interval == "epoch":
+                if plateau:  # ReduceLROnPlateau steps on a loss
+                    sched.step(va["loss"] if va else tr["loss"])
+                else:
+                    sched.step()
+            if va is not None and stop.update(va["loss"], e + 1):
+                best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+                ckpt.save_best(e + 1, best_state)
+            elif va is not None and stop.exhausted(early_stopping):
+                history.stopped_early = True
+                log.info("early stopping after epoch %d: no val_loss improvement for %d epochs "
+                         "(best %.4g at epoch %d)", e + 1, stop.bad_epochs, stop.best_loss,
+                         stop.best_epoch)
+            rec = history.append(**_epoch_row(e + 1, tr, va, lr_now, metrics),
+                                 seconds=time.perf_counter() - t0)
+            log.info("epoch %d/%d: %s", e + 1, epochs, ", ".join(
+                f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch" and isinstance(v, float)))
+            ckpt.save_last(e + 1, seed, model, opt, sched, update.scaler, history, stop)
+            ddp.barrier()
+            epoch_bar.set_postfix({k: f"{rec[k]:.4f}" for k in ("train_loss", "val_loss", "val_acc")
+                                   if not math.isnan(rec[k])}, refresh=False)
+            epoch_bar.update(1)
+    finally:
+        epoch_bar.close()
+
+    if restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+        history.best_epoch = stop.best_epoch
+        log.info("restored the weights of epoch %d (val_loss %.4g)", stop.best_epoch, stop.best_loss)
+    return history
+
+
+# --- the parts of fit ------------------------------------------------------------------------
+
+def _check_fit_arguments(epochs, grad_accum, early_stopping, val, scheduler_interval) -> None:
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs = {epochs!r}; it must be a positive int")
     if not isinstance(grad_accum, int) or grad_accum < 1:
@@ -507,123 +615,97 @@ def fit(model: nn.Module, train: Iterable, val: Iterable | None = None, *, epoch
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval = {scheduler_interval!r}; use 'epoch' or 'step'")
 
+
+def _place(device) -> tuple[torch.device, bool]:
+    """The device to train on and whether this is a distributed run (under torchrun each
+    process takes its own GPU)."""
     dev = get_device(device)
     distributed = ddp.init_distributed("nccl" if dev.type == "cuda" else "gloo")
     if distributed and dev.type == "cuda":
         dev = torch.device("cuda", ddp.local_rank())
         torch.cuda.set_device(dev)
-    main = ddp.is_main_process()
-    show = bool(progress) and main
+    return dev, distributed
 
-    model.to(dev)
-    if channels_last:
-        to_channels_last(model)
-    opt = _make_optimizer(optimizer, model, lr, weight_decay)
-    sched = _make_scheduler(scheduler, opt, epochs)
-    plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
-    if plateau and scheduler_interval == "step":
-        raise ValueError("ReduceLROnPlateau needs a loss, so it can only be stepped per epoch")
-    amp_dt = _resolve_amp(amp, dev)
-    scaler = torch.amp.GradScaler("cuda") if amp_dt == torch.float16 else None
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
 
-    history = History()
-    start = 0
-    es = {"best_loss": math.inf, "best_epoch": None, "bad_epochs": 0}
-    best_state = None
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    last_path = ckpt_dir / LAST_CHECKPOINT if ckpt_dir else None
-    if last_path is not None and resume and last_path.exists():
-        state = load_checkpoint(last_path)
-        _restore(state, model, opt, sched, scaler, last_path)
-        history = History.from_dict(state["history"])
-        start = int(state["epoch"])
-        es = dict(state["early_stopping"])
+@dataclass
+class _EarlyStopping:
+    """The best validation loss so far, its epoch, and the epochs since it improved; saved
+    in every checkpoint (as a dict, the checkpoint format's ``early_stopping``)."""
+
+    best_loss: float = math.inf
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+
+    def update(self, val_loss: float, epoch: int) -> bool:
+        """Record an epoch's validation loss; True if it is a new best."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def exhausted(self, patience: int | None) -> bool:
+        return patience is not None and self.bad_epochs >= patience
+
+
+class _Checkpoints:
+    """``last.pt`` after every epoch and ``best.pt`` at every new best, written atomically
+    by the main process only; nothing when ``directory`` is None."""
+
+    def __init__(self, directory: Path | None, main: bool):
+        self.directory, self.main = directory, main
+        self.last = directory / LAST_CHECKPOINT if directory is not None else None
+
+    def save_best(self, epoch: int, state: dict) -> None:
+        if self.directory is not None and self.main:
+            save_atomic({"format": _FORMAT, "epoch": epoch, "model": state},
+                        self.directory / BEST_CHECKPOINT)
+
+    def save_last(self, epoch, seed, model, opt, sched, scaler, history, stop) -> None:
+        if self.last is not None and self.main:
+            save_atomic({"format": _FORMAT, "epoch": epoch, "seed": seed,
+                         "model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict() if sched is not None else None,
+                         "scaler": scaler.state_dict() if scaler is not None else None,
+                         "rng": rng_state(), "history": history.to_dict(),
+                         "early_stopping": asdict(stop)}, self.last)
+
+
+def _start_or_resume(ckpt: _Checkpoints, resume: bool, seed, model, opt, sched, scaler):
+    """(history, first epoch, early-stopping state, best weights so far): from ``last.pt``
+    when resuming (model, optimizer, scheduler, scaler and every RNG restored), else a fresh
+    start seeded from ``seed``."""
+    if ckpt.last is not None and resume and ckpt.last.exists():
+        state = load_checkpoint(ckpt.last)
+        _restore(state, model, opt, sched, scaler, ckpt.last)
+        stop = _EarlyStopping(**state["early_stopping"])
         if state.get("seed") != seed:
             log.warning("resuming %s saved with seed=%r, but fit was called with seed=%r; the "
-                        "saved seed's data order is not reproduced", last_path, state.get("seed"), seed)
-        best_path = ckpt_dir / BEST_CHECKPOINT
-        if es["best_epoch"] is not None and best_path.exists():
+                        "saved seed's data order is not reproduced", ckpt.last, state.get("seed"),
+                        seed)
+        best_path = ckpt.directory / BEST_CHECKPOINT
+        best_state = None
+        if stop.best_epoch is not None and best_path.exists():
             best_state = load_checkpoint(best_path)["model"]
-        log.info("resumed from %s after epoch %d", last_path, start)
-    else:
-        if last_path is not None and last_path.exists():
-            log.warning("resume=False: starting over; %s will be overwritten", last_path)
-        if seed is not None:
-            seed_everything(seed, deterministic=None)
+        log.info("resumed from %s after epoch %d", ckpt.last, int(state["epoch"]))
+        return History.from_dict(state["history"]), int(state["epoch"]), stop, best_state
+    if ckpt.last is not None and ckpt.last.exists():
+        log.warning("resume=False: starting over; %s will be overwritten", ckpt.last)
+    if seed is not None:
+        seed_everything(seed, deterministic=None)
+    return History(), 0, _EarlyStopping(), None
 
-    net = ddp.wrap_model(model, dev)
-    stopped = history.stopped_early
-    epoch_bar = tqdm(total=epochs, initial=min(start, epochs), desc="fit", unit="epoch",
-                     disable=not show, dynamic_ncols=True)
-    try:
-        for e in range(start, epochs):
-            if stopped:
-                break
-            t0 = time.perf_counter()
-            _set_epoch(train, e, seed)
-            lr_now = opt.param_groups[0]["lr"]
-            net.train()
-            tr = _run_epoch(net, train, optimizer=opt,
-                            scheduler_per_batch=sched if scheduler_interval == "step" else None,
-                            loss_fn=loss_fn, metrics=metrics, dev=dev, amp_dt=amp_dt,
-                            scaler=scaler, grad_accum=grad_accum, channels_last=channels_last,
-                            clip_grad_norm=clip_grad_norm, epoch=e + 1, epochs=epochs, show=show)
-            va = None
-            if val is not None:
-                va = _evaluate(model, val, dev=dev, loss_fn=loss_fn, metrics=metrics,
-                               amp_dt=amp_dt, channels_last=channels_last, shard=distributed,
-                               epoch=e + 1)
-            if sched is not None and scheduler_interval == "epoch":
-                if plateau:
-                    sched.step(va["loss"] if va else tr["loss"])
-                else:
-                    sched.step()
-            row = {"epoch": e + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "lr": lr_now}
-            if va is not None:
-                row.update(val_loss=va["loss"], val_acc=va["acc"])
-            for k in metrics or {}:
-                row[f"train_{k}"] = tr[k]
-                if va is not None:
-                    row[f"val_{k}"] = va[k]
-            if va is not None:
-                if va["loss"] < es["best_loss"]:
-                    es = {"best_loss": va["loss"], "best_epoch": e + 1, "bad_epochs": 0}
-                    best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-                    if ckpt_dir is not None and main:
-                        save_atomic({"format": _FORMAT, "epoch": e + 1, "model": best_state},
-                                    ckpt_dir / BEST_CHECKPOINT)
-                else:
-                    es["bad_epochs"] += 1
-                    if early_stopping is not None and es["bad_epochs"] >= early_stopping:
-                        stopped = True
-                        history.stopped_early = True
-                        log.info("early stopping after epoch %d: no val_loss improvement for %d "
-                                 "epochs (best %.4g at epoch %d)", e + 1, es["bad_epochs"],
-                                 es["best_loss"], es["best_epoch"])
-            row["seconds"] = time.perf_counter() - t0
-            rec = history.append(**row)
-            log.info("epoch %d/%d: %s", e + 1, epochs, ", ".join(
-                f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch" and isinstance(v, float)))
-            if last_path is not None and main:
-                save_atomic({"format": _FORMAT, "epoch": e + 1, "seed": seed,
-                             "model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict() if sched is not None else None,
-                             "scaler": scaler.state_dict() if scaler is not None else None,
-                             "rng": rng_state(), "history": history.to_dict(),
-                             "early_stopping": es}, last_path)
-            ddp.barrier()
-            epoch_bar.set_postfix({k: f"{rec[k]:.4f}" for k in ("train_loss", "val_loss", "val_acc")
-                                   if not math.isnan(rec[k])}, refresh=False)
-            epoch_bar.update(1)
-    finally:
-        epoch_bar.close()
 
-    if restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-        history.best_epoch = es["best_epoch"]
-        log.info("restored the weights of epoch %d (val_loss %.4g)", es["best_epoch"], es["best_loss"])
-    return history
+def _epoch_row(epoch: int, tr: dict, va: dict | None, lr: float, metrics) -> dict:
+    """An epoch's History record (``seconds`` is added by the caller)."""
+    row = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "lr": lr}
+    if va is not None:
+        row.update(val_loss=va["loss"], val_acc=va["acc"])
+    for k in metrics or {}:
+        row[f"train_{k}"] = tr[k]
+        if va is not None:
+            row[f"val_{k}"] = va[k]
+    return row
 
 
 def _restore(state: dict, model, opt, sched, scaler, path: Path) -> None:
