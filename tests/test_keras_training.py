@@ -13,7 +13,7 @@ ck = pytest.importorskip("course_utils.keras")
 keras, tf = ck.keras, ck.tf
 
 from course_utils.history import EPOCH_KEYS, History  # noqa: E402
-from course_utils.keras.training import EpochCheckpoint  # noqa: E402
+from course_utils.keras.training import CourseEarlyStopping  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +169,10 @@ def test_cosine_schedule_matches_pytorch_and_survives_an_interruption(small, tmp
 def test_early_stopping_and_best_weights_follow_val_loss():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="d")])
     history = History(framework="keras")
-    cb = EpochCheckpoint(history, patience=2, restore_best=True)
+    cb = CourseEarlyStopping(history, patience=2, restore_best=True, epochs=5)
+    assert isinstance(cb, keras.callbacks.EarlyStopping)  # Keras's rule, the course's records
     cb.set_model(model)
+    cb.on_train_begin()
     for epoch, (val_loss, w) in enumerate([(1.0, 1.0), (0.5, 2.0), (0.7, 3.0), (0.6, 4.0), (0.4, 5.0)]):
         model.get_layer("d").kernel.assign(np.full((2, 1), w, np.float32))
         model.stop_training = False
@@ -180,7 +182,16 @@ def test_early_stopping_and_best_weights_follow_val_loss():
     assert epoch == 3 and history.stopped_early  # two epochs without beating 0.5
     cb.on_train_end()
     assert history.best_epoch == 2
+    assert cb.state() == {"best_loss": 0.5, "best_epoch": 2, "bad_epochs": 2}
     np.testing.assert_array_equal(model.get_layer("d").kernel.numpy(), np.full((2, 1), 2.0))
+    # a resumed run continues from the saved state: one more bad epoch stops it at patience 2
+    again = CourseEarlyStopping(History(framework="keras"), patience=3, restore_best=True,
+                                epochs=9, state=cb.state(), best_weights=model.get_weights())
+    again.set_model(model)
+    again.on_train_begin()
+    model.stop_training = False
+    again.on_epoch_end(4, {"val_loss": 0.9})
+    assert model.stop_training and again.history_.stopped_early
     with pytest.raises(ValueError, match="early_stopping needs validation data"):
         ck.fit(model, (np.zeros((4, 2)), np.zeros(4)), epochs=1, early_stopping=2)
 

@@ -36,7 +36,8 @@ from course_utils.keras.pipeline import TFLoader
 from course_utils.seeding import check_seed
 
 __all__ = ["compile_model", "fit", "evaluate", "predict", "seed_everything", "as_loader",
-           "TqdmProgress", "HistoryRecorder", "EpochCheckpoint", "CosineSchedule",
+           "TqdmProgress", "HistoryRecorder", "CourseEarlyStopping", "EpochCheckpoint",
+           "CosineSchedule",
            "RecompileNeeded", "check_compiled", "CHECKPOINT_STATE"]
 
 log = logging.getLogger(__name__)
@@ -311,45 +312,74 @@ class CosineSchedule(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.base_lr)
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Early stopping on ``val_loss``, the best epoch's weights, and a resumable checkpoint.
+class CourseEarlyStopping(keras.callbacks.EarlyStopping):
+    """``keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=...)`` that a
+    resumed run continues: it starts from a checkpoint's state (best loss, its epoch, epochs
+    since, best weights) instead of from scratch, writes the best weights to ``best.npz``
+    when it improves (if ``directory`` is set), and reports to the course ``History``
+    (``stopped_early``, ``best_epoch``). ``patience=None``: never stops, only keeps the best
+    weights. The early-stopping rule itself is Keras's."""
 
-    After every epoch, if ``directory`` is set: ``epoch-NNNN.weights.h5`` (Keras
-    ``save_weights``: layer weights and optimizer state) and then ``state.json`` (the epoch,
-    seed, history, early-stopping counters, dropout generator states), each written to a
-    temporary file and renamed, so ``state.json`` always points at a complete weights file.
-    The best epoch's weights go to ``best.npz``. ``patience`` (epochs without a lower
-    ``val_loss``) stops training; ``restore_best`` loads the best weights at the end.
-    """
+    def __init__(self, history: History, *, patience: int | None, restore_best: bool,
+                 epochs: int, directory: Path | None = None, state: dict | None = None,
+                 best_weights: list | None = None):
+        # patience=None: more epochs than the run has, so only restore_best_weights acts
+        super().__init__(monitor="val_loss", patience=patience if patience is not None else epochs + 1,
+                         restore_best_weights=restore_best)
+        self.history_, self.directory = history, directory
+        self._resume_from = (dict(state) if state else None, best_weights)
 
-    def __init__(self, history: History, directory: str | Path | None = None, *,
-                 patience: int | None = None, restore_best: bool = True, seed: int | None = None,
-                 state: dict | None = None, best_weights: list | None = None):
-        super().__init__()
-        self.history_ = history
-        self.directory = Path(directory) if directory is not None else None
-        self.patience, self.restore_best, self.seed = patience, restore_best, seed
-        self.es = dict(state or {"best_loss": math.inf, "best_epoch": None, "bad_epochs": 0})
-        self.best_weights = best_weights
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # resets the counters ...
+        state, best_weights = self._resume_from
+        if state and state.get("best_epoch") is not None:  # ... which a resumed run restores
+            self.best, self.best_epoch = state["best_loss"], state["best_epoch"] - 1
+            self.wait, self.best_weights = state["bad_epochs"], best_weights
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if "val_loss" in logs:
-            vl = float(logs["val_loss"])
-            if vl < self.es["best_loss"]:
-                self.es = {"best_loss": vl, "best_epoch": epoch + 1, "bad_epochs": 0}
-                self.best_weights = [np.array(w) for w in self.model.get_weights()]
-                if self.directory is not None:
-                    atomic_write(self.directory / BEST_WEIGHTS,
-                                 lambda f: np.savez(f, *self.best_weights))
-            else:
-                self.es["bad_epochs"] += 1
-                if self.patience is not None and self.es["bad_epochs"] >= self.patience:
-                    self.model.stop_training = True
-                    self.history_.stopped_early = True
-                    log.info("early stopping after epoch %d: val_loss has not improved for %d "
-                             "epochs (best %.4g at epoch %d)", epoch + 1, self.es["bad_epochs"],
-                             self.es["best_loss"], self.es["best_epoch"])
+        before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best is not before and self.directory is not None:  # a new best epoch
+            weights = self.best_weights if self.best_weights is not None else self.model.get_weights()
+            atomic_write(self.directory / BEST_WEIGHTS, lambda f: np.savez(f, *weights))
+        if self.model.stop_training and self.stopped_epoch:
+            self.history_.stopped_early = True
+            log.info("early stopping after epoch %d: val_loss has not improved for %d epochs "
+                     "(best %.4g at epoch %d)", epoch + 1, self.wait, self.best, self.best_epoch + 1)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self.restore_best_weights and self.best_weights is not None:
+            self.history_.best_epoch = self.best_epoch + 1
+            log.info("restored the weights of epoch %d (val_loss %.4g)", self.best_epoch + 1,
+                     self.best)
+
+    def state(self) -> dict:
+        """The checkpoint's ``early_stopping`` record."""
+        seen = self.best is not None
+        return {"best_loss": float(self.best) if seen else math.inf,
+                "best_epoch": self.best_epoch + 1 if seen else None, "bad_epochs": int(self.wait)}
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """A resumable checkpoint after every epoch: ``epoch-NNNN.weights.h5`` (Keras
+    ``save_weights``: layer weights and optimizer state) and then ``state.json`` (the epoch,
+    seed, history, the early-stopping state of ``stopper``, dropout generator states), each
+    written atomically, so ``state.json`` always points at a complete weights file.
+
+    Why not ``keras.callbacks.BackupAndRestore``/``ModelCheckpoint``: they do not give the
+    same guarantee. Neither saves the dropout generators' states (so a resumed run would not
+    end with the weights of an uninterrupted one), the course ``History`` or the early-stopping
+    counters, and ``ModelCheckpoint`` writes its file in place (a crash leaves half of one).
+    """
+
+    def __init__(self, history: History, directory: str | Path | None, *, seed: int | None,
+                 stopper: CourseEarlyStopping | None):
+        super().__init__()
+        self.history_, self.seed, self.stopper = history, seed, stopper
+        self.directory = Path(directory) if directory is not None else None
+
+    def on_epoch_end(self, epoch, logs=None):
         if self.directory is not None:
             self._save(epoch + 1)
 
@@ -358,22 +388,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         weights = d / f"epoch-{epoch:04d}.weights.h5"
         with atomic_path(weights, suffix=".weights.h5") as tmp:  # Keras wants the suffix
             save_weights(self.model, tmp)
+        es = (self.stopper.state() if self.stopper is not None
+              else {"best_loss": math.inf, "best_epoch": None, "bad_epochs": 0})
         state = {"format": _FORMAT, "framework": "keras", "epoch": epoch, "seed": self.seed,
                  "weights": weights.name, "model": self.model.name,
-                 "history": self.history_.to_dict(), "early_stopping": self.es,
+                 "history": self.history_.to_dict(), "early_stopping": es,
                  "seed_generators": [np.asarray(v.numpy()).tolist()
                                      for v in _seed_generator_states(self.model)]}
         atomic_write_json(d / CHECKPOINT_STATE, state, indent=1, default=float)
         for old in d.glob("epoch-*.weights.h5"):
             if old.name != weights.name:
                 old.unlink(missing_ok=True)
-
-    def on_train_end(self, logs=None):
-        if self.restore_best and self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-            self.history_.best_epoch = self.es["best_epoch"]
-            log.info("restored the weights of epoch %d (val_loss %.4g)", self.es["best_epoch"],
-                     self.es["best_loss"])
 
 
 def _resume(model, directory: Path, seed) -> tuple[int, History, dict, list | None]:
@@ -493,13 +518,18 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
             _reseed(model, seed)
 
     recorder = HistoryRecorder(history)
-    saver = EpochCheckpoint(history, ckpt, patience=early_stopping, restore_best=restore_best,
-                            seed=seed, state=es, best_weights=best)
+    stopper = None
+    if val is not None:  # (tracks the best epoch even when it neither stops nor restores)
+        stopper = CourseEarlyStopping(history, patience=early_stopping, restore_best=restore_best,
+                                      epochs=epochs, directory=ckpt, state=es, best_weights=best)
+    saver = EpochCheckpoint(history, ckpt, seed=seed, stopper=stopper)
     if start >= epochs or history.stopped_early:
         log.info("checkpoint in %s already covers %d epoch(s)%s; nothing to train", ckpt, start,
                  " (stopped early)" if history.stopped_early else "")
-        saver.set_model(model)
-        saver.on_train_end()
+        if stopper is not None:  # put the best weights back, as the finished run did
+            stopper.set_model(model)
+            stopper.on_train_begin()
+            stopper.on_train_end()
         return history
 
     if isinstance(train_l, TFLoader):
@@ -507,7 +537,8 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
     else:
         train_ds, steps = train_l, None
     val_ds = val_l.dataset(0) if isinstance(val_l, TFLoader) else val_l
-    cbs = [recorder, saver]
+    # order matters: the record of an epoch, then early stopping, then the checkpoint of both
+    cbs = [recorder] + ([stopper] if stopper is not None else []) + [saver]
     if scheduler == "cosine":  # first, so the recorder logs the epoch's annealed rate
         cbs.insert(0, CosineSchedule(base_lr, epochs))
     if progress:
