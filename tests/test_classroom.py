@@ -119,18 +119,20 @@ def term():
     sgroup, igroup = f"ctstu{sfx}", f"ctins{sfx}"
     root = Path(tempfile.mkdtemp(prefix="course-classroom-"))
     os.chmod(root, 0o755)  # students reach the exchange below it
-    names = [f"ctin{sfx}", f"ctst{sfx}a", f"ctst{sfx}b", f"ctst{sfx}c"]
+    names = [f"ctin{sfx}", f"ctst{sfx}a", f"ctst{sfx}b", f"ctst{sfx}c", f"ctst{sfx}w"]
     hub, granted = None, []
     try:
         exchange = cl.prepare_exchange(root / "exchange")
         instructor = cl.add_instructor(names[0], group=igroup)
         students = {kind: cl.add_student(name, group=sgroup)
-                    for kind, name in zip(("correct", "partly", "blank"), names[1:])}
+                    for kind, name in zip(("correct", "partly", "blank"), names[1:4])}
+        browser_student = cl.add_student(names[4], group=sgroup)  # the browser test's
         granted = cl.grant_python_access([sgroup, igroup]) if cl.private_folders() else []
         hub = cl.Hub(state=root / "hub", exchange=exchange, port=cl.free_port(),
                      student_group=sgroup, instructor_group=igroup)
         t = Term(hub=hub, root=root, exchange=exchange, instructor=instructor,
                  students=students)
+        t.facts["browser_student"] = browser_student
         step = _Clock(t.timings)
         with step("hub start"):
             hub.start()
@@ -357,7 +359,7 @@ def test_timings_of_one_term(term, capsys):
         print("\nclassroom term, seconds per step:")
         for name, secs in term.timings.items():
             print(f"  {name:<45} {secs:7.2f}")
-    report = os.environ.get("COURSE_CLASSROOM_REPORT")
+    report = os.environ.get("COURSE_CLASSROOM_REPORT")  # a JSON file for the figures
     if report:
         Path(report).write_text(json.dumps(term.timings, indent=1))
 
@@ -405,3 +407,110 @@ def test_course_grade_on_the_hub_keeps_its_sandbox(term):
 
     with Gradebook(f"sqlite:///{term.course / 'gradebook.db'}", cl.COURSE_ID) as gb:
         assert gb.find_submission(A1, acct.name).code_score == EXPECTED["correct"]
+
+
+# --- item 3: the student's screen, in a real browser ---------------------------------------
+CHROMIUM = os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage"]
+
+
+def _browser_reason() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the Python package playwright is missing ('make classroom-deps')"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing: 'apt-get install chromium' (make system-deps)"
+    return None
+
+
+def browser_student_flow(hub_url: str, user: str, password: str, shots: Path) -> dict:
+    """Log in through the hub's form, open Nbgrader > Assignments, Fetch A1, open the
+    notebook, run its first cell, Submit; screenshots into ``shots``. Returns what it saw."""
+    from playwright.sync_api import sync_playwright
+
+    shots.mkdir(parents=True, exist_ok=True)
+    seen = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(120_000)
+        step = "login"
+        try:
+            page.goto(f"{hub_url}/hub/login")
+            page.fill("#username_input", user)
+            page.fill("#password_input", password)
+            page.click("#login_submit")
+            page.wait_for_url(f"**/user/{user}/lab**", timeout=180_000)
+            page.wait_for_selector("#jp-main-dock-panel")
+            step = "assignments panel"
+            page.get_by_role("menuitem", name="Nbgrader").click()
+            page.get_by_role("menuitem", name="Assignment List").click()
+            page.get_by_text(A1).first.wait_for()
+            page.screenshot(path=str(shots / "01_assignments_released.png"))
+            step = "fetch"
+            page.get_by_role("button", name="Fetch", exact=True).click()
+            page.get_by_role("button", name="Submit", exact=True).wait_for()
+            page.screenshot(path=str(shots / "02_assignments_fetched.png"))
+            step = "open notebook"  # from the panel: the assignment's notebook list
+            page.get_by_text(A1, exact=True).first.click()
+            page.get_by_text(NB, exact=True).first.click()
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell")
+            kernel = page.locator(".jp-Toolbar-kernelName", has_text="Transfer course (.venv)")
+            kernel.first.wait_for()
+            seen["kernel"] = kernel.first.inner_text()
+            step = "run first cell"
+            page.locator(".jp-Notebook .jp-CodeCell").first.click()
+            page.keyboard.press("Shift+Enter")
+            out = page.locator(".jp-OutputArea-output", has_text="pool:").first
+            out.wait_for(timeout=180_000)
+            seen["output"] = out.inner_text()
+            page.locator(".jp-Notebook .jp-CodeCell").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(shots / "03_executed_cell.png"))
+            step = "submit"
+            page.keyboard.press("Control+s")
+            page.get_by_role("menuitem", name="Nbgrader").click()
+            page.get_by_role("menuitem", name="Assignment List").click()
+            page.get_by_role("button", name="Submit", exact=True).first.click()
+            page.get_by_text("Submitted assignments").first.wait_for()
+            page.get_by_role("button", name="Fetch Feedback").first.wait_for()
+            page.screenshot(path=str(shots / "04_submitted.png"))
+            seen["done"] = True
+        except Exception:
+            page.screenshot(path=str(shots / f"failed_at_{step.replace(' ', '_')}.png"))
+            seen["failed_at"] = step
+            raise
+        finally:
+            browser.close()
+    return seen
+
+
+@pytest.mark.browser
+def test_a_student_in_a_real_browser(term, tmp_path_factory):
+    """Item 3: headless Chromium (Debian's) driven by Playwright: the hub's login form,
+    Nbgrader > Assignment List, Fetch, the notebook opened from the panel with the course
+    kernel, its first cell run (output appears), Submit. Screenshots go to
+    $COURSE_CLASSROOM_SHOTS (default: this test's temporary folder), always, and one named
+    after the step that failed."""
+    reason = _browser_reason()
+    if reason:
+        pytest.skip(reason)
+    acct = term.facts["browser_student"]
+    shots = Path(os.environ.get("COURSE_CLASSROOM_SHOTS") or tmp_path_factory.mktemp("shots"))
+    t0 = time.monotonic()
+    try:
+        seen = browser_student_flow(term.hub.url, acct.name, acct.password, shots)
+    finally:
+        print(f"screenshots in {shots}")
+    term.timings["browser student: login to submitted"] = round(time.monotonic() - t0, 2)
+    assert seen["kernel"] == "Transfer course (.venv)"
+    assert seen["output"].startswith("pool: (1047, 64), validation: (300, 64)")
+    mine = [n for n in os.listdir(term.exchange / cl.COURSE_ID / "inbound")
+            if n.startswith(acct.name + "+")]
+    assert len(mine) == 1
+    assert (acct.home / A1 / f"{NB}.ipynb").exists()
+    for png in ("01_assignments_released", "02_assignments_fetched", "03_executed_cell",
+                "04_submitted"):
+        assert (shots / f"{png}.png").stat().st_size > 10_000

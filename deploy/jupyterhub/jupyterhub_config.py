@@ -93,9 +93,10 @@ c.Spawner.start_timeout = 120  # JupyterLab + nbgrader on two busy cores
 c.Spawner.http_timeout = 120
 
 # The course kernel, visible to every single-user server (JUPYTER_PATH below): the notebooks
-# and assignments ask for "python3", which is the .venv's own Python here.
+# and assignments ask for "python3", which is the .venv's own Python, shown under the course's
+# name (one entry in the launcher).
 KERNELS = os.path.join(STATE, "share", "jupyter", "kernels")
-for name in ("python3", "transfer-course"):
+for name in ("python3",):
     os.makedirs(os.path.join(KERNELS, name), mode=0o755, exist_ok=True)
     with open(os.path.join(KERNELS, name, "kernel.json"), "w") as fh:
         json.dump({"argv": [os.path.join(VENV, "bin", "python"), "-m", "ipykernel_launcher",
