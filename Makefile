@@ -70,9 +70,13 @@ classroom: classroom-deps
 test: data classroom-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
+# The notebooks ask for the kernel "python3": inside .venv that is the course's Python, shown as
+# "Transfer course (.venv)" (a kernel spec in .venv only; other Jupyter installations keep theirs).
+LAB_DIR ?= notebooks/
+LAB_ARGS ?=
 lab: venv
-	$(BIN)/python -m ipykernel install --user --name transfer-course --display-name "Transfer course (.venv)"
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Transfer course (.venv)" >/dev/null
+	$(BIN)/jupyter lab $(LAB_DIR) $(LAB_ARGS)
 
 bench: venv
 	$(BIN)/course bench all
