@@ -103,11 +103,13 @@ def base_python(venv: str | os.PathLike | None = None) -> Path:
 
 def private_folders(venv: str | os.PathLike | None = None) -> list[Path]:
     """Folders on the way to the course environment's interpreter (and its standard
-    library) that other accounts cannot enter, e.g. ``/root`` for a pyenv Python. Students'
-    servers cannot start while this list is not empty."""
+    library), the environment and this repository (``course_utils`` is installed from it,
+    ``deploy/`` holds the servers' settings) that other accounts cannot enter, e.g. ``/root``
+    for a pyenv Python. Students' servers cannot start while this list is not empty."""
     venv = Path(venv or venv_bin().parent)
     out = []
-    for target in (base_python(venv), Path(os.path.realpath(venv)) / "pyvenv.cfg"):
+    for target in (base_python(venv), Path(os.path.realpath(venv)) / "pyvenv.cfg",
+                   REPO / "course_utils" / "__init__.py", DEPLOY / "jupyterhub_config.py"):
         for d in reversed(target.parents):
             if not os.stat(d).st_mode & 0o001 and d not in out:
                 out.append(d)
