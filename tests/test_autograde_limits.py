@@ -197,3 +197,18 @@ def test_tampered_metadata_is_described_in_words(graded):
     assert any("'test_add'" in n and "'solution' set to True" in n for n in flags.notes), flags.notes
     assert not any("KeyError" in n or "Inconsistent checksums" in n
                    for n in nogradeid.notes + flags.notes)
+
+
+def test_feedback_rendering_has_a_time_limit(graded):
+    """A graded notebook too large to render in time gets a status, not a stalled run
+    (and no stale page from before)."""
+    from course_utils.autograde.report import generate_feedback
+
+    course = graded["course"]
+    path = course / "autograded" / "cpal" / "ag1" / "ag1.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells += [new_markdown_cell(f"cell {i} " + "*word* " * 50) for i in range(6000)]
+    nbformat.write(nb, path)
+    status = generate_feedback(course, "ag1", ["cpal"], progress=False, seconds=1)["cpal"]
+    assert "longer than 1 s" in status, status
+    assert not (course / "feedback" / "cpal" / "ag1" / "ag1.html").exists()

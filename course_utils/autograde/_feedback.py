@@ -38,8 +38,13 @@ FEEDBACK_SECONDS_ENV = "COURSE_GRADE_FEEDBACK_SECONDS"
 BANNER_CLASS = "course-grade-notes"
 
 
-class _FeedbackTimeout(Exception):
-    pass
+class _FeedbackTimeout(BaseException):
+    """Past the time limit (a BaseException: nbgrader's per-assignment handler catches
+    and rewords every Exception)."""
+
+
+class _FeedbackOutOfMemory(BaseException):
+    """MemoryError while rendering, carried past nbgrader's handler."""
 
 
 def notes_banner(notes: list[str]) -> str:
@@ -81,6 +86,12 @@ def _converter_class():
 
         def init_assignment(self, assignment_id, student_id):
             """Copy no files: the feedback is the HTML pages only."""
+
+        def convert_single_notebook(self, notebook_filename):
+            try:
+                super().convert_single_notebook(notebook_filename)
+            except MemoryError:
+                raise _FeedbackOutOfMemory() from None
 
         def write_single_notebook(self, output, resources):
             notes = resources.get("course_grade_notes") or []
@@ -129,7 +140,7 @@ def feedback_one(course_dir: str, assignment: str, student: str) -> tuple[str, s
     except _FeedbackTimeout:
         return student, (f"rendering the feedback took longer than {seconds} s (the limit "
                          "per student); the graded notebook is too large to render")
-    except MemoryError:
+    except (MemoryError, _FeedbackOutOfMemory):
         return student, ("rendering the feedback ran out of memory (the feedback process's "
                          "limit); the graded notebook is too large to render")
     except Exception as exc:  # reported per student; the others still get feedback
