@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course_utils.atomic import atomic_write_json
+
 __all__ = ["EPOCH_KEYS", "History"]
 
 #: the keys of one epoch record, in display order; missing metrics are NaN
@@ -66,7 +68,7 @@ class History:
                    d.get("framework", "pytorch"))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        atomic_write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> "History":

@@ -240,22 +240,22 @@ def _prepare_flowers(downloads: list[Path], tree: Path) -> None:
     tgz, labels_mat, setid_mat = downloads
     labels = np.asarray(loadmat(labels_mat, squeeze_me=True)["labels"], dtype=np.int64)
     setid = loadmat(setid_mat, squeeze_me=True)
-    work = tree.parent / f".{tree.name}.prepare-{os.getpid()}"
+    work = tree.parent / f".{tree.name}.raw-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     try:
-        extract(tgz, work / "raw")
-        out = work / "tree" / "flowers102"
-        for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
-            for image_id in np.asarray(setid[key]).ravel():
-                cls = f"{int(labels[image_id - 1]):03d}"
-                src = work / "raw" / "jpg" / f"image_{int(image_id):05d}.jpg"
-                if not src.is_file():
-                    raise FileNotFoundError(f"{tgz} lacks {src.name} listed in {setid_mat.name}; "
-                                            "delete the downloads and load again")
-                (out / split / cls).mkdir(parents=True, exist_ok=True)
-                os.replace(src, out / split / cls / src.name)
-        shutil.rmtree(tree, ignore_errors=True)
-        os.replace(work / "tree", tree)
+        extract(tgz, work)
+        with atomic_dir(tree) as staged:  # the tree appears whole, or not at all
+            out = staged / "flowers102"
+            for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
+                for image_id in np.asarray(setid[key]).ravel():
+                    cls = f"{int(labels[image_id - 1]):03d}"
+                    src = work / "jpg" / f"image_{int(image_id):05d}.jpg"
+                    if not src.is_file():
+                        raise FileNotFoundError(f"{tgz} lacks {src.name} listed in "
+                                                f"{setid_mat.name}; delete the downloads and "
+                                                "load again")
+                    (out / split / cls).mkdir(parents=True, exist_ok=True)
+                    os.replace(src, out / split / cls / src.name)  # a move, not a write
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -186,7 +186,12 @@ def _recompile_or_mark(model, what: str, lr, optimizer, recompile: bool) -> None
 def freeze_base(model, *, recompile: bool = True, lr: float | None = None, optimizer=None):
     """Freeze the whole base (``base.trainable = False``: its BatchNorm layers switch to
     inference mode too) and recompile, keeping the loss, metrics and optimizer kind. Returns
-    the model."""
+    the model.
+
+    The frameworks' own difference: Keras's ``trainable`` is one flag for "no updates" and
+    "BatchNorm in inference mode", read at ``compile()``; PyTorch's ``requires_grad`` stops
+    only the updates, which is why the PyTorch twin ``course_utils.models.freeze`` also pins
+    BatchNorm, and why it works by layer group where this works on the nested base."""
     get_base(model).trainable = False
     if model.compiled or getattr(model, "course_compile", None):
         _recompile_or_mark(model, "freeze_base(model)", lr, optimizer, recompile)

@@ -165,6 +165,12 @@ def freeze(model: nn.Module, upto: str | None = None) -> nn.Module:
 
     Example: ``freeze(model, upto="stage5")`` then train; later ``unfreeze(model,
     from_group="stage4")`` to fine-tune deeper (with a smaller learning rate).
+
+    The frameworks differ here, and the Keras twins (``course_utils.keras.freeze_base`` /
+    ``unfreeze_top``) follow Keras: there ``layer.trainable = False`` both stops the updates
+    and puts BatchNorm in inference mode, and takes effect at the next ``compile()``; in
+    PyTorch ``requires_grad=False`` stops only the updates, so this function also pins the
+    BatchNorm layers, and the optimizer must be rebuilt over the trainable parameters.
     """
     inner = unwrap_model(model)
     groups = layer_groups(inner)
