@@ -31,7 +31,7 @@ from course_utils.fingerprint import dataset_fingerprint, record_digest
 
 __all__ = ["INITS", "SOURCE_CLASSES", "TARGET_CLASSES", "scratch_vs_pretrained", "summarize",
            "paired_gain", "plot_scratch_vs_pretrained", "source_target_split", "pretrain_source",
-           "pretrain_key", "pretrain_cache_path", "finetune_vs_scratch", "transfer_experiment", "torch_trainer", "load_pretrained_torch",
+           "source_task", "pretrain_key", "pretrain_cache_path", "finetune_vs_scratch", "transfer_experiment", "torch_trainer", "load_pretrained_torch",
            "subset_test_split"]
 
 log = logging.getLogger(__name__)
@@ -340,6 +340,19 @@ def source_target_split(data, source_classes: Sequence[int] = SOURCE_CLASSES,
     return data.select_classes(list(source_classes)), data.select_classes(list(target_classes))
 
 
+def source_task(data, source_classes: Sequence[int] = SOURCE_CLASSES,
+                per_class: int | None = None, seed: int = 0):
+    """The pretraining task of both ``pretrain_source`` twins: ``source_classes`` of ``data``
+    (default Fashion-MNIST), relabelled, cut to ``per_class`` training images per class drawn
+    with ``seed`` when given."""
+    if data is None:
+        from course_utils.data import load
+
+        data = load("fashion_mnist")
+    source = data.select_classes(list(source_classes))
+    return source.per_class(per_class, seed) if per_class is not None else source
+
+
 def pretrain_key(model_name: str, source, *, epochs: int, seed: int, per_class: int | None,
                  batch_size: int, lr: float, model_kwargs: Mapping[str, Any] | None = None,
                  scheduler: str | None = None, framework: str = "torch") -> dict:
@@ -400,13 +413,7 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     from course_utils.models.registry import get_spec
     from course_utils.train import evaluate, fit
 
-    if data is None:
-        from course_utils.data import load
-
-        data = load("fashion_mnist")
-    source = data.select_classes(list(source_classes))
-    if per_class is not None:
-        source = source.per_class(per_class, seed)
+    source = source_task(data, source_classes, per_class, seed)
     if scheduler is not None and scheduler != "cosine":
         raise ValueError(f"scheduler = {scheduler!r}: pretrain_source caches by name; use None or "
                          "'cosine'")

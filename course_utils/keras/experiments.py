@@ -27,7 +27,8 @@ import numpy as np
 from course_utils.atomic import atomic_path, atomic_write_json
 # framework-neutral at import time (it imports torch only inside its PyTorch functions)
 from course_utils.experiments import (SOURCE_CLASSES, TARGET_CLASSES, pretrain_cache_path,
-                                      pretrain_key, subset_test_split, transfer_experiment)
+                                      pretrain_key, source_task, subset_test_split,
+                                      transfer_experiment)
 from course_utils.keras._backend import keras, save_weights
 from course_utils.keras.models import create_model, get_spec, layer_groups
 from course_utils.keras.pipeline import TFLoader
@@ -151,13 +152,7 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     ``device``; ``model_kwargs`` go to ``create_model``). ``return_meta=True``
     also returns the source test accuracy (on ``n_test`` images drawn with seed 0, default
     all of the source test split) and timing."""
-    if data is None:
-        from course_utils.data import load
-
-        data = load("fashion_mnist")
-    source = data.select_classes(list(source_classes))
-    if per_class is not None:
-        source = source.per_class(per_class, seed)
+    source = source_task(data, source_classes, per_class, seed)
     key = pretrain_key(model_name, source, epochs=epochs, seed=seed, per_class=per_class,
                        batch_size=batch_size, lr=lr, model_kwargs=model_kwargs,
                        scheduler=scheduler, framework="keras")
