@@ -245,6 +245,31 @@ def test_torch_defaults_end_to_end(tmp_path):
     pd.testing.assert_frame_equal(df.drop(columns="seconds"), df2.drop(columns="seconds"))
 
 
+def test_finetune_vs_scratch_passes_every_pretrain_argument_and_the_trainer(tmp_path):
+    from course_utils.experiments import finetune_vs_scratch, pretrain_cache_path, pretrain_key, \
+        source_task
+
+    from course_utils.experiments import torch_trainer
+
+    data = _fake_data(n_classes=4, per_class=10)
+    calls = []
+
+    def trainer(model, part, seed, **kw):
+        calls.append(seed)
+        return torch_trainer(model, part, seed, epochs=1, batch_size=4, **kw)
+
+    df = finetune_vs_scratch("small_cnn", data, sizes=(3,), seeds=(0, 1), pretrain_epochs=1,
+                             pretrain_per_class=6, pretrain_seed=2, pretrain_batch_size=4,
+                             pretrain_lr=3e-3, pretrain_n_test=4, source_classes=(0, 1),
+                             target_classes=(2, 3), cache_dir=tmp_path, trainer=trainer,
+                             progress=False)
+    assert len(df) == 4 and sorted(calls) == [0, 0, 1, 1]
+    # the one pretraining it ran is the one these arguments key
+    key = pretrain_key("small_cnn", source_task(data, (0, 1), 6, 2), epochs=1, seed=2,
+                       per_class=6, batch_size=4, lr=3e-3)
+    assert [p.name for p in tmp_path.iterdir()] == [pretrain_cache_path(key, tmp_path).name]
+
+
 def _model(num_classes):
     from course_utils.models import create_model
 
