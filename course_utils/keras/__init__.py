@@ -1,10 +1,11 @@
 """Keras 3 (TensorFlow backend) counterparts of the course toolkit.
 
-Same model names as ``course_utils.models``, the same ImageNet weights for
-EfficientNet-Lite0 (converted from the PyTorch package; logits agree to 1e-4), the same
-``History`` records as ``course_utils.train.fit``, the same feature cache as
-``course_utils.features`` and the same learning-curve API, so a notebook can put a PyTorch
-run and a Keras run on one plot.
+Same model names, weights names (``IMAGENET1K_V1``, ``DEFAULT``) and layer groups as
+``course_utils.models``, the same ImageNet weights for EfficientNet-Lite0 (converted from the
+PyTorch package; logits agree to 1e-4), the same ``History`` records as
+``course_utils.train.fit``, the same feature cache (``course_utils.feature_cache``) and the
+same ``learning_curve``, so a notebook can put a PyTorch run and a Keras run on one plot.
+``tests/test_twins.py`` holds the two halves to one contract.
 
 Importing this package sets ``KERAS_BACKEND=tensorflow`` (unless already set) and imports
 TensorFlow, which takes several seconds; PyTorch-only notebooks never import it. It loads
