@@ -350,6 +350,20 @@ def test_instructor_files_are_private(term):
     assert term.sessions["blank"].get("formgrader").status_code == 404
 
 
+def test_instructor_has_the_formgrader(term):
+    """The instructor logs in like anyone else; their server has the formgrader on the
+    course directory (with A1 and its three submissions), the students' do not."""
+    s = cl.HubSession(term.hub.url, term.instructor.name, term.instructor.password)
+    s.login()
+    s.start_server()
+    assert s.get("formgrader").status_code == 200
+    r = s.get("formgrader/api/assignments")
+    r.raise_for_status()
+    a1 = next(a for a in r.json() if a["name"] == A1)
+    assert a1["num_submissions"] == 3, a1
+    assert term.sessions["correct"].get("formgrader/api/assignments").status_code == 404
+
+
 def test_timings_of_one_term(term, capsys):
     assert term.timings["release -> feedback fetched by all (total)"] > 0
     with capsys.disabled():
@@ -458,6 +472,9 @@ def browser_student_flow(hub_url: str, user: str, password: str, shots: Path) ->
             kernel = page.locator(".jp-Toolbar-kernelName", has_text="Transfer course (.venv)")
             kernel.first.wait_for()
             seen["kernel"] = kernel.first.inner_text()
+            # a cell run before the kernel is connected is not executed: wait for Idle
+            page.locator("#jp-main-statusbar", has_text="Transfer course (.venv) | Idle"
+                         ).wait_for()
             step = "run first cell"
             page.locator(".jp-Notebook .jp-CodeCell").first.click()
             page.keyboard.press("Shift+Enter")

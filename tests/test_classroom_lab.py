@@ -61,6 +61,9 @@ def test_make_lab_runs_00_setup_in_the_browser(tmp_path):
                 kernel = page.locator(".jp-Toolbar-kernelName",
                                       has_text="Transfer course (.venv)").first
                 kernel.wait_for()
+                # a cell run before the kernel is connected is not executed: wait for Idle
+                page.locator("#jp-main-statusbar", has_text="Transfer course (.venv) | Idle"
+                             ).wait_for()
                 page.locator(".jp-Notebook .jp-CodeCell").first.click()
                 page.keyboard.press("Shift+Enter")
                 prompt = page.locator(".jp-Notebook .jp-CodeCell").first.locator(
