@@ -302,3 +302,30 @@ def test_cancel_stops_running_sandbox_at_once(tmp_path):
         assert time.monotonic() - t0 < 15
         with pytest.raises(GradingCancelled):  # and nothing new starts
             box.run(job, tmp_path)
+
+
+def test_work_that_grows_with_the_submission_runs_without_the_gradebook_lock(monkeypatch, tmp_path):
+    """Inspecting and staging a submission, and copying its files into autograded/, run
+    with the lock released (a huge submission held it for 80 s and stalled the class)."""
+    import threading
+    from types import SimpleNamespace
+
+    from nbgrader.converters.base import BaseConverter
+    from traitlets.config import Config
+
+    from course_utils.autograde import execute, grader
+
+    lock, seen = threading.Lock(), {}
+    monkeypatch.setattr(grader, "_stage_submission",
+                        lambda *a, **k: seen.setdefault("stage", lock.locked()) and False)
+    grader._grade_one("ann", "hw1", tmp_path, Config(), SimpleNamespace(limits=LIMITS), lock,
+                      ["hw1"], tmp_path / "staging")
+    monkeypatch.setattr(BaseConverter, "init_assignment",
+                        lambda self, a, s: seen.setdefault("copy", lock.locked()))
+    lock.acquire()
+    execute.set_context(execute.GradingContext(sandbox=None, lock=lock, record=SubmissionLog("s")))
+    try:
+        grader._CopyWithoutLock.init_assignment(object(), "hw1", "ann")
+    finally:
+        execute.set_context(None)
+    assert seen == {"stage": False, "copy": False} and lock.locked()

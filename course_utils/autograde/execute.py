@@ -98,6 +98,11 @@ def current() -> GradingContext:
     return ctx
 
 
+def current_or_none() -> GradingContext | None:
+    """The grading context of this thread, if it has one."""
+    return getattr(_local, "ctx", None)
+
+
 def set_context(ctx: GradingContext | None) -> None:
     _local.ctx = ctx
 

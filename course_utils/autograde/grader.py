@@ -37,7 +37,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from tqdm.auto import tqdm
 
 from .execute import (CheckGradeIds, GradingContext, SandboxExecute, SubmissionLog,
-                      TrackingOverwriteCells, set_context)
+                      TrackingOverwriteCells, current_or_none, set_context)
 from .intake import inspect_submission, protected_inodes, stage
 from .sandbox import GradingCancelled, Limits, Sandbox
 
@@ -166,7 +166,25 @@ def init_notebooks_literally(converter) -> None:
         raise NbGraderException(msg)
 
 
-class _SandboxedAutograde(Autograde):
+class _CopyWithoutLock(BaseConverter):
+    """Copies the submission's files into ``autograded/`` with the gradebook lock
+    released: the copy grows with the submission (up to ``Limits.max_submission_bytes``)
+    and touches only this student's folder, so other graders need not wait for it.
+    Sits between ``Autograde`` and ``BaseConverter`` in the method order, so that
+    ``Autograde.init_assignment``'s ``super()`` call lands here."""
+
+    def init_assignment(self, assignment_id: str, student_id: str) -> None:
+        ctx = current_or_none()
+        if ctx is None:
+            return BaseConverter.init_assignment(self, assignment_id, student_id)
+        ctx.lock.release()
+        try:
+            BaseConverter.init_assignment(self, assignment_id, student_id)
+        finally:
+            ctx.lock.acquire()
+
+
+class _SandboxedAutograde(Autograde, _CopyWithoutLock):
     """nbgrader's Autograde with sandboxed execution and tamper tracking.
 
     ``start`` is BaseConverter.start without its ``os.chdir``: the working directory
