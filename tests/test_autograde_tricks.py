@@ -79,6 +79,8 @@ TRICKS = {
                         "        raise RuntimeError('no traceback')\n" + _RAISING
                         + "def answer():\n    return _Sneaky(_E())\n",
     "bdbquit": "import bdb\n" + _RAISING + "def answer():\n    return _Sneaky(bdb.BdbQuit())\n",
+    "system_exit": _RAISING + "def answer():\n    return _Sneaky(SystemExit(0))\n",
+    "keyboard_interrupt": _RAISING + "def answer():\n    return _Sneaky(KeyboardInterrupt())\n",
     "assertion_swap": WRONG + "import bdb, builtins\nclass _Quiet(bdb.BdbQuit):\n    pass\n"
                               "builtins.AssertionError = _Quiet\n",
     "showtraceback": WRONG + "get_ipython().showtraceback = lambda *a, **k: None\n"
