@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
-from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.api import Gradebook
 from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor, OverwriteCells
 
 __all__ = ["SandboxExecute", "TrackingOverwriteCells", "CheckGradeIds", "SubmissionLog", "merge_run",
