@@ -229,3 +229,20 @@ def test_fit_evaluate_predict_and_features_return_the_same_shapes():
     for fx, model in ((features.extract_features, tm), (ck.extract_features, km)):
         out = fx(model, x, cache=False, progress=False, return_labels=True)
         assert isinstance(out, tuple) and out[0].shape[0] == 24 and out[1] is None
+
+
+@pytest.mark.parametrize("kwargs, match", [({"epochs": 0}, r"epochs = 0; it must be a positive int"),
+                                           ({"epochs": 1, "early_stopping": 2},
+                                            "early_stopping needs validation data"),
+                                           ({"epochs": 1, "early_stopping": 0, "val": "v"},
+                                            r"early_stopping = 0; give a patience")])
+def test_fit_refuses_the_same_arguments_with_the_same_message(kwargs, match):
+    x = np.zeros((4, 28, 28), np.uint8)
+    y = np.zeros(4, np.int64)
+    kwargs = dict(kwargs)
+    tval = FastLoader(x, y, 2) if kwargs.pop("val", None) else None
+    kval = ck.TFLoader(x, y, 2) if tval is not None else None
+    with pytest.raises(ValueError, match=match):
+        train.fit(models.create_model("small_cnn"), FastLoader(x, y, 2), tval, progress=False, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        ck.fit(ck.create_model("small_cnn"), ck.TFLoader(x, y, 2), kval, progress=False, **kwargs)
