@@ -505,6 +505,11 @@ def _serve(args, accounts=()) -> int:
         granted = grant_python_access(groups)
         print(f"granted {', '.join(groups)} search permission on {', '.join(map(str, granted))}")
     hub = Hub(state=Path(args.state), exchange=exchange, port=args.port)
+
+    def _stop(signum, frame):  # `kill`, systemd, timeout: clean up as for Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         hub.start()
         print(f"\nJupyterHub for the course is running at {hub.url}/ (log: {hub.log_path})")
@@ -520,8 +525,10 @@ def _serve(args, accounts=()) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         hub.stop()
         revoke_python_access(groups, granted)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_up(args) -> int:
