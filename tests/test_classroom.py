@@ -181,7 +181,8 @@ def _run_term(t: Term, step) -> None:
     # the deadline passes; the third student submits after it
     time.sleep(0.5)
     due = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-    t.instructor_run("nbgrader", "db", "assignment", "add", A1, f"--duedate={due}")
+    with step("instructor: db assignment add --duedate"):
+        t.instructor_run("nbgrader", "db", "assignment", "add", A1, f"--duedate={due}")
     time.sleep(1.1)
     with step("blank: submit (late)"):
         t.sessions["blank"].assignment_action("submit", A1)
