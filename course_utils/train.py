@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from course_utils import distributed as ddp
 from course_utils.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from course_utils.device import amp_dtype, autocast, get_device, seed_everything, to_channels_last
+from course_utils.errors import NonFiniteLossError
 from course_utils.history import History
 
 __all__ = ["fit", "evaluate", "predict", "NonFiniteLossError", "OPTIMIZERS", "LAST_CHECKPOINT",
@@ -57,10 +58,6 @@ _FORMAT = 1
 #: losses are checked for NaN (one host-device sync) once every this many batches; the
 #: error still names the exact batch where the loss first went bad
 _SYNC_EVERY = 16
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training or validation loss became NaN or infinite."""
 
 
 def _adam(params, lr, wd):

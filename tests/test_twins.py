@@ -75,8 +75,8 @@ PAIRS = [
 RENAMED = {"FastLoader": "TFLoader", "torch_trainer": "keras_trainer",
            "load_pretrained_torch": "load_pretrained_keras", "Weights": "KerasWeights",
            "ModelSpec": "KerasModelSpec"}
-#: names on both sides that are constants or classes, not callables with a contract here
-NOT_CALLABLE_PAIRS = {"SOURCE_CLASSES", "TARGET_CLASSES"}
+#: names on both sides that are constants, or one shared object (checked for identity)
+NOT_CALLABLE_PAIRS = {"SOURCE_CLASSES", "TARGET_CLASSES", "NonFiniteLossError"}
 
 
 @pytest.mark.parametrize("name, t, k, torch_only, keras_only, other_default", PAIRS,
@@ -114,6 +114,7 @@ def test_every_shared_public_name_is_a_listed_pair():
         assert t_name in torch_side and k_name in keras_side, (t_name, k_name)
     assert kexp.SOURCE_CLASSES == experiments.SOURCE_CLASSES
     assert kexp.TARGET_CLASSES == experiments.TARGET_CLASSES
+    assert ck.NonFiniteLossError is train.NonFiniteLossError
 
 
 def test_the_keras_learning_curve_is_the_framework_neutral_one():
@@ -246,3 +247,25 @@ def test_fit_refuses_the_same_arguments_with_the_same_message(kwargs, match):
         train.fit(models.create_model("small_cnn"), FastLoader(x, y, 2), tval, progress=False, **kwargs)
     with pytest.raises(ValueError, match=match):
         ck.fit(ck.create_model("small_cnn"), ck.TFLoader(x, y, 2), kval, progress=False, **kwargs)
+
+
+def test_a_nonfinite_training_or_validation_loss_raises_the_same_error():
+    from course_utils.errors import NonFiniteLossError
+
+    assert ck.NonFiniteLossError is train.NonFiniteLossError is NonFiniteLossError
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 4)).astype(np.float32)
+    y = np.arange(8) % 2
+    bad = x.copy()
+    bad[3, 0] = np.nan
+    def batches(a):
+        return [(torch.from_numpy(a[i:i + 4]), torch.from_numpy(y[i:i + 4])) for i in (0, 4)]
+
+    for data, val, where in ((bad, x, "training"), (x, bad, "validation")):
+        with pytest.raises(NonFiniteLossError, match=f"the {where} loss became nan at epoch 1"):
+            train.fit(torch.nn.Sequential(torch.nn.Linear(4, 2)), batches(data), batches(val),
+                      epochs=2, progress=False)
+        kmodel = ck.keras.Sequential([ck.keras.Input((4,)), ck.keras.layers.Dense(2)])
+        with pytest.raises(NonFiniteLossError, match=f"the {where} loss became nan at epoch 1"):
+            ck.fit(kmodel, ck.TFLoader(data, y, 4), ck.TFLoader(val, y, 4), epochs=2, lr=1e-3,
+                   progress=False)

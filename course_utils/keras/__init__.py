@@ -18,6 +18,7 @@ recorded in a functional model is overridden by ``fit``'s ``training=True`` (hen
 :class:`CallWithTraining`), and ``trainable`` changes need a new ``compile()`` (hence
 :func:`unfreeze_top` recompiling and :func:`fit` refusing a stale compile).
 """
+from course_utils.errors import NonFiniteLossError
 from course_utils.keras._backend import keras, tf
 from course_utils.keras.curves import learning_curve, train_and_score
 from course_utils.keras.distribute import configure_cpu_devices, mirrored_strategy
@@ -36,7 +37,7 @@ from course_utils.keras.transfer import (CallWithTraining, build_transfer_model,
 __all__ = ["keras", "tf", "create_model", "list_models", "get_spec", "get_model_weights",
            "layer_groups", "preprocess_input", "KerasModelSpec", "KerasWeights",
            "PretrainedWeightsUnavailable",
-           "EfficientNetLite0", "TFLoader", "compile_model", "fit", "evaluate", "predict",
+           "EfficientNetLite0", "TFLoader", "compile_model", "fit", "evaluate", "predict", "NonFiniteLossError",
            "seed_everything", "RecompileNeeded", "CallWithTraining", "build_transfer_model", "get_base",
            "freeze_base", "unfreeze_top", "layer_table", "normalization_layer", "copy_weights",
            "extract_features", "feature_model", "train_and_score", "learning_curve",

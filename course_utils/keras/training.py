@@ -30,13 +30,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from course_utils.atomic import atomic_path, atomic_write, atomic_write_json
+from course_utils.errors import NonFiniteLossError
 from course_utils.history import History
 from course_utils.keras._backend import keras, save_weights, tf
 from course_utils.keras.pipeline import TFLoader
 from course_utils.seeding import check_seed
 
 __all__ = ["compile_model", "fit", "evaluate", "predict", "seed_everything", "as_loader",
-           "TqdmProgress", "HistoryRecorder", "CourseEarlyStopping", "EpochCheckpoint",
+           "TqdmProgress", "HistoryRecorder", "RaiseOnNonFiniteLoss", "CourseEarlyStopping", "EpochCheckpoint",
            "CosineSchedule",
            "RecompileNeeded", "check_compiled", "CHECKPOINT_STATE"]
 
@@ -312,6 +313,36 @@ class CosineSchedule(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.base_lr)
 
 
+class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raise :class:`~course_utils.errors.NonFiniteLossError` at the end of an epoch whose
+    training or validation loss is NaN or infinite, as the PyTorch ``fit`` does, instead of
+    training on (``keras.callbacks.TerminateOnNaN`` only stops, and lets a NaN validation
+    loss through to early stopping, which would count it as one more bad epoch). It checks
+    the epoch means, not every batch: a per-batch check would make Keras copy the logs to
+    the host after every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_finite = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        loss, val = float(logs.get("loss", 0.0)), logs.get("val_loss")
+        if not math.isfinite(loss):
+            lr = _current_lr(self.model)
+            last = f"{self.last_finite:.4g}" if self.last_finite is not None else "none yet"
+            raise NonFiniteLossError(
+                f"the training loss became {loss} at epoch {epoch + 1} (last finite epoch loss: "
+                f"{last}). The learning rate ({lr:g}) is probably too high: try lr={lr / 10:g}; "
+                "also check the inputs for NaN")
+        self.last_finite = loss
+        if val is not None and not math.isfinite(float(val)):
+            raise NonFiniteLossError(
+                f"the validation loss became {float(val)} at epoch {epoch + 1}. Check the "
+                "validation inputs and labels for NaN or out-of-range values, and the model's "
+                "outputs (a diverged model gives inf logits)")
+
+
 class CourseEarlyStopping(keras.callbacks.EarlyStopping):
     """``keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=...)`` that a
     resumed run continues: it starts from a checkpoint's state (best loss, its epoch, epochs
@@ -537,8 +568,10 @@ def fit(model, train, val=None, *, epochs: int, lr: float | None = None, optimiz
     else:
         train_ds, steps = train_l, None
     val_ds = val_l.dataset(0) if isinstance(val_l, TFLoader) else val_l
-    # order matters: the record of an epoch, then early stopping, then the checkpoint of both
-    cbs = [recorder] + ([stopper] if stopper is not None else []) + [saver]
+    # order matters: a non-finite loss stops everything; then the record of an epoch, early
+    # stopping, and the checkpoint of both
+    cbs = ([RaiseOnNonFiniteLoss(), recorder] + ([stopper] if stopper is not None else [])
+           + [saver])
     if scheduler == "cosine":  # first, so the recorder logs the epoch's annealed rate
         cbs.insert(0, CosineSchedule(base_lr, epochs))
     if progress:
