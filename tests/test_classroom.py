@@ -21,6 +21,7 @@ import grp
 import json
 import os
 import pwd
+import secrets
 import shutil
 import stat
 import subprocess
@@ -34,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from course_utils import classroom as cl
+from course_utils.cli import main
 
 from _bwrap import BWRAP_REASON, bwrap_usable  # tests/_bwrap.py
 
@@ -123,10 +125,20 @@ def term():
     hub, granted = None, []
     try:
         exchange = cl.prepare_exchange(root / "exchange")
-        instructor = cl.add_instructor(names[0], group=igroup)
-        students = {kind: cl.add_student(name, group=sgroup)
-                    for kind, name in zip(("correct", "partly", "blank"), names[1:4])}
-        browser_student = cl.add_student(names[4], group=sgroup)  # the browser test's
+        # the README's commands: course classroom add-instructor / add-student
+        passwords = {n: secrets.token_urlsafe(12) for n in names}
+        for action, group, who in (("add-instructor", igroup, names[:1]),
+                                   ("add-student", sgroup, names[1:])):
+            for n in who:
+                assert main(["classroom", action, n, "--group", group,
+                             "--password", passwords[n]]) == 0
+        instructor = cl.Account(names[0], passwords[names[0]], Path(pwd.getpwnam(names[0]).pw_dir),
+                                "instructor")
+        instructor.course_dir = instructor.home / cl.COURSE_DIRNAME
+        students = {kind: cl.Account(n, passwords[n], Path(pwd.getpwnam(n).pw_dir), "student")
+                    for kind, n in zip(("correct", "partly", "blank"), names[1:4])}
+        browser_student = cl.Account(names[4], passwords[names[4]],
+                                     Path(pwd.getpwnam(names[4]).pw_dir), "student")
         granted = cl.grant_python_access([sgroup, igroup]) if cl.private_folders() else []
         hub = cl.Hub(state=root / "hub", exchange=exchange, port=cl.free_port(),
                      student_group=sgroup, instructor_group=igroup)
