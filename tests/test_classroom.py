@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import grp
 import json
 import os
 import pwd
