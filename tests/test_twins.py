@@ -269,3 +269,17 @@ def test_a_nonfinite_training_or_validation_loss_raises_the_same_error():
         with pytest.raises(NonFiniteLossError, match=f"the {where} loss became nan at epoch 1"):
             ck.fit(kmodel, ck.TFLoader(data, y, 4), ck.TFLoader(val, y, 4), epochs=2, lr=1e-3,
                    progress=False)
+
+
+def test_registries_and_specs_agree():
+    shared = set(models.list_models()) & set(ck.list_models())
+    assert {"small_cnn", "efficientnet_lite0", "vgg16", "mobilenet_v2"} <= shared
+    for name in ("small_cnn", "efficientnet_lite0"):
+        t, k = models.get_spec(name), ck.get_spec(name)
+        assert (t.mean, t.std) == (k.mean, k.std)
+        assert t.input_size[0] == k.input_shape[-1] and t.input_size[1:] == k.input_shape[:2]
+        assert t.default_num_classes == k.default_num_classes
+        assert list(t.weights) == list(k.weights)
+    for get_spec in (models.get_spec, ck.get_spec):
+        with pytest.raises(ValueError, match="unknown.*'resnet5'"):
+            get_spec("resnet5")
