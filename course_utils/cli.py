@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--student", action="append", default=None, metavar="ID",
                        help="grade only this student (repeat for several)")
     grade.add_argument("--no-feedback", action="store_true", help="write no feedback HTML")
+    grade.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="grade on a Dask cluster: tcp://HOST:PORT, or local:N for N local "
+                       "worker processes (default: $COURSE_GRADE_SCHEDULER; unset: this machine)")
     grade.add_argument("--ro-bind", action="append", default=[], metavar="PATH",
                        help="host path the submissions may read, e.g. a dataset cache (repeatable; "
                        "also $COURSE_GRADE_RO_BINDS)")

@@ -108,7 +108,8 @@ _LAZY = {
     "grade_assignment": "grader", "GradeRun": "grader", "SubmissionResult": "grader",
     "GradingError": "grader", "format_table": "report", "Limits": "sandbox",
     "Sandbox": "sandbox", "SandboxUnavailable": "sandbox", "find_bwrap": "sandbox",
-    "GiB": "sandbox", "MiB": "sandbox",
+    "GiB": "sandbox", "MiB": "sandbox", "ClusterLost": "dask_backend",
+    "ClusterRefused": "dask_backend", "SCHEDULER_ENV": "dask_backend",
 }
 
 
@@ -117,7 +118,7 @@ __getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = ["grade_assignment", "GradeRun", "SubmissionResult", "Limits", "Sandbox",
            "SandboxUnavailable", "GradingError", "find_bwrap", "format_table", "cli_grade",
-           "GiB", "MiB", "parse_size"]
+           "GiB", "MiB", "parse_size", "ClusterLost", "ClusterRefused", "SCHEDULER_ENV"]
 
 #: Extra host paths made readable in the sandbox by ``course grade`` (os.pathsep-separated),
 #: e.g. a dataset cache the assignment loads.
@@ -140,13 +141,27 @@ def parse_size(text: str, what: str = "size") -> int:
     return int(value * _UNITS[unit])
 
 
+def _left(args) -> str:
+    """How many students an interrupted run on a cluster left (from its list)."""
+    import json
+
+    from .dask_backend import pending_path
+
+    try:
+        return str(len(json.loads(pending_path(args.course_dir, args.assignment)
+                                  .read_text())["pending"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "ungraded"
+
+
 def cli_grade(args: argparse.Namespace) -> int:
     """``course grade ASSIGNMENT``: grade, print the summary table, write CSV and feedback.
 
     Exit status 0 when every submission was graded (whatever the submissions did), 1
     when some could not be (their gradebook scores, if any, are an earlier run's and
     marked STALE), 2 when the class could not be graded at all (no bubblewrap, unknown
-    assignment, no submissions ...).
+    assignment, no submissions, a Dask worker with other versions ...), 3 when the
+    Dask scheduler was lost during the run (the same command resumes it).
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -162,6 +177,9 @@ def cli_grade(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", category=SAWarning, module="nbgrader")
     if not getattr(args, "verbose", False):
         logging.getLogger("course_utils.autograde.nbgrader").setLevel(logging.ERROR)
+    from .dask_backend import SCHEDULER_ENV, ClusterLost, ClusterRefused, pending_path
+
+    scheduler = getattr(args, "scheduler", None) or os.environ.get(SCHEDULER_ENV) or None
     binds = [p for p in os.environ.get(RO_BINDS_ENV, "").split(os.pathsep) if p]
     binds += list(getattr(args, "ro_bind", None) or [])
     try:
@@ -173,7 +191,17 @@ def cli_grade(args: argparse.Namespace) -> int:
                                    sandbox=not args.no_sandbox, limits=limits,
                                    students=getattr(args, "student", None),
                                    feedback=not getattr(args, "no_feedback", False),
-                                   csv_path=args.csv, ro_binds=binds)
+                                   csv_path=args.csv, ro_binds=binds, scheduler=scheduler)
+    except ClusterLost as exc:
+        print(f"error: {exc}. Submissions graded so far keep their scores in the gradebook; "
+              f"the {_left(args)} others are listed in "
+              f"{pending_path(args.course_dir, args.assignment)}: start the scheduler and "
+              "its workers again and run the same command to grade only those.",
+              file=sys.stderr)
+        return 3
+    except ClusterRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -185,6 +213,9 @@ def cli_grade(args: argparse.Namespace) -> int:
               "keep their scores in the gradebook", file=sys.stderr)
         return 130
     print(format_table(run))
+    if run.resumed is not None:
+        print(f"resumed an interrupted run on the cluster: graded the {len(run.results)} of "
+              f"{run.resumed} submissions it had left")
     if run.csv_path:
         print(f"grades written to {run.csv_path}")
     failed = [s for s, status in run.feedback.items() if status != "ok"]

@@ -84,6 +84,9 @@ class GradeRun:
     #: CPU seconds the sandboxes reported (runner + kernel), summed over the class;
     #: what the grader process itself used is not included.
     sandbox_cpu_seconds: float = 0.0
+    #: on a cluster, when this run graded only what an interrupted run had left:
+    #: how many students that run had in all
+    resumed: int | None = None
 
     def by_student(self) -> dict[str, SubmissionResult]:
         return {r.student: r for r in self.results}
@@ -395,7 +398,8 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
                      workers: int | None = None, sandbox: bool = True,
                      limits: Limits | None = None, students=None, feedback: bool = True,
                      csv_path: str | os.PathLike | None = None, progress: bool = True,
-                     ro_binds=(), env: dict[str, str] | None = None) -> GradeRun:
+                     ro_binds=(), env: dict[str, str] | None = None,
+                     scheduler: str | None = None) -> GradeRun:
     """Autograde every submission of ``assignment`` in ``course_dir``.
 
     Parameters
@@ -410,6 +414,10 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
         ``False`` writes none).
     ro_binds, env : extra read-only host paths and environment variables for the
         sandbox (for example a dataset cache the assignment reads).
+    scheduler : a Dask scheduler address (``tcp://HOST:PORT``) or ``local:N``: each
+        submission's sandboxed run goes to a worker (:mod:`.dask_backend`); this
+        process still writes the gradebook.  ``ro_binds`` are then paths on the workers.
+        ``workers`` defaults to the cluster's threads.
 
     Returns a :class:`GradeRun`; a submission that misbehaves is graded (zero where
     a test did not pass) and its ``status``/``notes`` say what happened.
@@ -436,14 +444,24 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
         raise GradingError(f"no submissions of '{assignment}' found under "
                            f"{coursedir.format_path(coursedir.submitted_directory, '*', assignment)}; "
                            f"run 'nbgrader collect {assignment}' (or copy them there) first")
-    workers = int(workers or os.cpu_count() or 1)
-    if workers < 1:
+    if workers is not None and int(workers) < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-
     limits = limits or Limits()
-    if limits.threads is None:
-        limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
-    box = Sandbox(limits, enabled=sandbox, ro_binds=ro_binds, env=env)
+    cluster = pending = None
+    if scheduler:
+        from .dask_backend import ClusterSandbox, open_cluster
+
+        found, pending = _resume(course_dir, assignment, found, students is None)
+        cluster = open_cluster(scheduler)
+        workers = int(workers or cluster.slots)
+        box = ClusterSandbox(cluster.client, limits, enabled=sandbox, ro_binds=ro_binds,
+                             env=env, hidden=[course_dir, _sqlite_path(coursedir.db_url)
+                                              or course_dir])
+    else:
+        workers = int(workers or os.cpu_count() or 1)
+        if limits.threads is None:
+            limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
+        box = Sandbox(limits, enabled=sandbox, ro_binds=ro_binds, env=env)
     lock = threading.Lock()
     records: dict[str, SubmissionLog] = {}
     before = _graded_before(coursedir, assignment)
@@ -461,6 +479,8 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
                 for fut in as_completed(futures):
                     student = futures[fut]
                     records[student] = fut.result()
+                    if pending is not None:
+                        pending.done(student)
                     bar.set_postfix_str(f"{student}: {records[student].status}",
                                         refresh=False)
                     bar.update(1)
@@ -470,19 +490,80 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
                 raise
     finally:
         box.close()
+        if cluster is not None:
+            cluster.close()
         shutil.rmtree(staging, ignore_errors=True)
     results = _scores(coursedir, assignment, found, records, before)
     run = GradeRun(assignment=assignment, course_dir=course_dir, results=results,
                    seconds=0.0, sandboxed=sandbox, workers=workers,
                    sandbox_cpu_seconds=sum(r.sandbox_cpu_seconds for r in records.values()))
+    if pending is not None:
+        pending.finish()
+        run.resumed = pending.resumed
     if feedback:
-        run.feedback = generate_feedback(course_dir, assignment, found, workers=workers,
+        # Feedback pages are rendered here, on the coordinator's cores.
+        run.feedback = generate_feedback(course_dir, assignment, found,
+                                         workers=min(workers, os.cpu_count() or 1),
                                          progress=progress)
     if csv_path is not False:
         run.csv_path = write_csv(run, Path(csv_path) if csv_path else
                                  course_dir / f"{assignment}_grades.csv")
     run.seconds = time.monotonic() - t0
     return run
+
+
+class _Pending:
+    """The students a run on a cluster has still to grade, kept in a file beside the
+    gradebook (:func:`~.dask_backend.pending_path`) so that a run stopped by a lost
+    scheduler (or Ctrl-C) can be resumed; written by this process only."""
+
+    def __init__(self, path: Path, students: list[str], resumed: int | None):
+        self.path, self.left, self.resumed = path, list(students), resumed
+        self._save()
+
+    def _save(self) -> None:
+        from course_utils.atomic import atomic_write_json
+
+        self.path.parent.mkdir(exist_ok=True)
+        atomic_write_json(self.path, {"pending": self.left})
+
+    def done(self, student: str) -> None:
+        if student in self.left:
+            self.left.remove(student)
+            self._save()
+
+    def finish(self) -> None:
+        if self.left:
+            self._save()
+        else:
+            self.path.unlink(missing_ok=True)
+
+
+def _resume(course_dir: Path, assignment: str, found: list[str], whole_class: bool
+            ) -> tuple[list[str], _Pending]:
+    """On a cluster: when an earlier run on a cluster was interrupted, grade only the
+    students it had not graded (unless students were named)."""
+    import json
+
+    from .dask_backend import pending_path
+
+    path = pending_path(course_dir, assignment)
+    resumed, left = None, []
+    if path.exists():
+        try:
+            left = [str(s) for s in json.loads(path.read_text())["pending"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise GradingError(f"{path} (the students an interrupted run left ungraded) is "
+                               "unreadable; delete it to grade the whole class again") from None
+    todo = [s for s in found if s in set(left)]
+    if whole_class and todo:
+        log.warning("resuming an interrupted run: grading the %d of %d submissions it "
+                    "left ungraded (delete %s to grade all again)", len(todo),
+                    len(found), path)
+        found, resumed = todo, len(found)
+    # Named students are added to what an interrupted run left, not put in its place.
+    keep = left if not whole_class else []
+    return found, _Pending(path, list(dict.fromkeys(keep + found)), resumed)
 
 
 def _sqlite_path(db_url: str) -> str | None:
