@@ -58,7 +58,8 @@ def _forge(nb):
 def graded(tmp_path_factory):
     course = prepare_course(fixture_course(), tmp_path_factory.mktemp("limits") / "course", "ag1")
     add_submission(course, "ag1", "forger", edit=_forge)
-    add_submission(course, "ag1", "instructor")
+    mine = add_submission(course, "ag1", "instructor")
+    (mine / "submission_secret.txt").write_text("s3cret-from-the-exchange")  # as collect leaves it
     add_submission(course, "ag1", "instructo[r]", base="release")
     add_submission(course, "ag1", "=1+2")
     bad_ts = add_submission(course, "ag1", "badtime")
@@ -138,8 +139,20 @@ def test_sparse_file_left_out_with_a_note(graded):
     assert any("huge.bin (3 GiB)" in n and "8 MiB" in n for n in r.notes)
     assert not (course / "autograded" / "sparse" / "ag1" / "huge.bin").exists()
     assert (course / "autograded" / "sparse" / "ag1" / "small.txt").exists()
-    # the feedback folder holds the pages only, none of the submission's files
-    assert sorted(p.name for p in (course / "feedback" / "sparse" / "ag1").iterdir()) == ["ag1.html"]
+    # the feedback folder holds the pages and the timestamp release_feedback reads, none
+    # of the submission's files
+    assert sorted(p.name for p in (course / "feedback" / "sparse" / "ag1").iterdir()) == [
+        "ag1.html", "timestamp.txt"]
+
+
+def test_feedback_carries_what_release_feedback_reads(graded):
+    """nbgrader release_feedback opens timestamp.txt (and submission_secret.txt, from the
+    exchange) beside each page; without them it stops with FileNotFoundError."""
+    course = graded["course"]
+    fb = course / "feedback" / "instructor" / "ag1"
+    assert (fb / "timestamp.txt").read_text() == (
+        course / "submitted" / "instructor" / "ag1" / "timestamp.txt").read_text()
+    assert (fb / "submission_secret.txt").read_text() == "s3cret-from-the-exchange"
 
 
 def test_hard_links_out_of_the_submission_are_refused(graded):

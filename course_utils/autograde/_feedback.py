@@ -33,6 +33,9 @@ sys.modules.setdefault("rfc3987_syntax", None)
 
 __all__ = ["feedback_one", "main", "notes_banner", "FEEDBACK_SECONDS_ENV"]
 
+#: What ``nbgrader release_feedback`` reads beside each page (copied from autograded/).
+RELEASE_FILES = ("timestamp.txt", "submission_secret.txt")
+
 #: Seconds allowed to render one student's feedback (set by the parent process).
 FEEDBACK_SECONDS_ENV = "COURSE_GRADE_FEEDBACK_SECONDS"
 BANNER_CLASS = "course-grade-notes"
@@ -85,7 +88,17 @@ def _converter_class():
             init_notebooks_literally(self)
 
         def init_assignment(self, assignment_id, student_id):
-            """Copy no files: the feedback is the HTML pages only."""
+            """Copy none of the student's files: the feedback is the HTML pages, plus
+            the two small files ``nbgrader release_feedback`` reads to hand the pages
+            back through the exchange (``timestamp.txt``, ``submission_secret.txt``;
+            without them it stops with FileNotFoundError)."""
+            source = Path(self._format_source(assignment_id, student_id))
+            dest = Path(self._format_dest(assignment_id, student_id))
+            for name in RELEASE_FILES:
+                path = source / name
+                if path.is_file() and not path.is_symlink() and path.stat().st_size <= 4096:
+                    dest.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, dest / name)
 
         def convert_single_notebook(self, notebook_filename):
             try:
