@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from course_utils.runner import NotebookFailure, run_series
+    from course_utils.runner import NotebookFailure, cells_over_limit, run_series
 
     try:
         results = run_series(args.notebooks or None, profile=args.profile, out_dir=args.out,
@@ -30,9 +30,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     total = sum(r.seconds for r in results)
     print(f"\n{len(results)} notebook(s) executed on the '{args.profile}' profile in {total:.0f} s.")
     for r in results:
-        print(f"  {r.source.name:<34} {r.seconds:7.1f} s  -> {r.output}")
+        slowest = (f"slowest cell {r.slowest.cell:>3}: {r.slowest.seconds:6.1f} s"
+                   if r.slowest is not None else "slowest cell: not timed")
+        print(f"  {r.source.name:<34} {r.seconds:7.1f} s  {slowest}  -> {r.output}")
     if not args.no_html:
         print(f"Open {args.out}/index.html in a browser to read the executed notebooks.")
+    if args.max_cell_seconds is not None:
+        slow = cells_over_limit(results, args.max_cell_seconds)
+        if slow:
+            print("\nFAILED: cell(s) over the time limit:\n  " + "\n  ".join(slow),
+                  file=sys.stderr)
+            return 1
     return 0
 
 
@@ -83,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="build", help="folder for executed notebooks and HTML")
     run.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT,
                      help=f"seconds one cell may run before it is stopped (default {CELL_TIMEOUT})")
+    run.add_argument("--max-cell-seconds", type=float, default=None, metavar="N",
+                     help="fail (exit 1) when a cell ran longer than N seconds; the series still "
+                     "runs to the end so every slow cell is named (make course: 60 on embedded)")
     run.add_argument("--no-html", action="store_true", help="skip the HTML rendering")
     run.set_defaults(func=_cmd_run)
 

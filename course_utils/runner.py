@@ -21,6 +21,9 @@ __all__ = [
     "CELL_TIMEOUT",
     "NotebookFailure",
     "NotebookResult",
+    "SlowCell",
+    "cells_over_limit",
+    "slowest_cell",
     "discover_notebooks",
     "run_notebook",
     "run_series",
@@ -38,9 +41,19 @@ CELL_TIMEOUT = 1200
 _NOTEBOOK_NAME = re.compile(r"^\d\d_.+\.ipynb$")
 
 
+@dataclass(frozen=True)
+class SlowCell:
+    """One executed cell's wall-clock time: ``cell`` is its 1-based number in the source
+    notebook (counted as in :class:`NotebookFailure`)."""
+
+    notebook: Path
+    cell: int
+    seconds: float
+
+
 @dataclass
 class NotebookResult:
-    """What happened to one notebook: where it went and how long it took."""
+    """What happened to one notebook: where it went, how long it took, its slowest cell."""
 
     source: Path
     output: Path
@@ -48,6 +61,7 @@ class NotebookResult:
     ok: bool
     html: Path | None = None
     error: str | None = None
+    slowest: SlowCell | None = None
 
 
 class NotebookFailure(RuntimeError):
@@ -88,6 +102,42 @@ def _source_cell_number(executed: dict, failing_index: int | None) -> int | None
         if i == failing_index:
             return number
     return None
+
+
+def _cell_durations(executed: dict) -> list[tuple[int, float]]:
+    """``(source cell number, seconds)`` for every code cell papermill timed (it records
+    ``metadata.papermill.duration`` in the executed copy)."""
+    durations, number = [], 0
+    for cell in executed.get("cells", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
+            continue
+        number += 1
+        seconds = cell.get("metadata", {}).get("papermill", {}).get("duration")
+        if cell.get("cell_type") == "code" and isinstance(seconds, (int, float)):
+            durations.append((number, float(seconds)))
+    return durations
+
+
+def slowest_cell(executed: str | os.PathLike, source: str | os.PathLike | None = None
+                 ) -> SlowCell | None:
+    """The slowest code cell of a notebook papermill executed, or ``None`` if no cell was
+    timed. ``source`` names the notebook in the result (default: the executed copy)."""
+    executed = Path(executed)
+    durations = _cell_durations(json.loads(executed.read_text(encoding="utf-8")))
+    if not durations:
+        return None
+    cell, seconds = max(durations, key=lambda d: d[1])
+    return SlowCell(Path(source) if source is not None else executed, cell, seconds)
+
+
+def cells_over_limit(results: list[NotebookResult], max_cell_seconds: float) -> list[str]:
+    """One line per notebook whose slowest cell ran longer than ``max_cell_seconds``."""
+    return [
+        f"{r.source.name}: cell {r.slowest.cell} took {r.slowest.seconds:.1f} s, over the "
+        f"{max_cell_seconds:g} s limit (--max-cell-seconds); split the cell or cache its work"
+        for r in results if r.slowest is not None and r.slowest.seconds > max_cell_seconds
+    ]
 
 
 def _failing_cell_index(executed: dict) -> int | None:
@@ -138,7 +188,8 @@ def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return NotebookResult(source, output, time.perf_counter() - start, ok=True)
+    return NotebookResult(source, output, time.perf_counter() - start, ok=True,
+                          slowest=slowest_cell(output, source))
 
 
 def render_html(executed: str | os.PathLike) -> Path:
@@ -194,7 +245,11 @@ def run_series(notebooks: list[str | os.PathLike] | None = None, *, profile: str
         if html:
             result.html = render_html(result.output)
         results.append(result)
-        log.info("%s done in %.1f s", path.name, result.seconds)
+        if result.slowest is not None:
+            log.info("%s done in %.1f s (slowest: cell %d, %.1f s)", path.name, result.seconds,
+                     result.slowest.cell, result.slowest.seconds)
+        else:
+            log.info("%s done in %.1f s", path.name, result.seconds)
     if html:
         write_index(results, out_dir, profile)
     return results

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from course_utils.runner import NotebookFailure, discover_notebooks, run_series
+from course_utils.runner import NotebookFailure, cells_over_limit, discover_notebooks, run_series
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 
@@ -74,3 +75,47 @@ def test_one_default_cell_timeout_for_the_runner_and_the_cli():
                 for f in (runner.run_notebook, runner.run_series)}
     assert defaults == {runner.CELL_TIMEOUT}
     assert cli.build_parser().parse_args(["run"]).cell_timeout == runner.CELL_TIMEOUT
+
+
+def _timed_notebook(path: Path, sleeps: list[float]) -> Path:
+    """A notebook whose cells after the parameters cell sleep for the given seconds (a
+    markdown cell sits between them so the cell numbers count it, as NotebookFailure does)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
+                                              metadata={"tags": ["parameters"]}))
+    nb.cells.append(nbformat.v4.new_markdown_cell("Timed cells follow."))
+    for s in sleeps:
+        nb.cells.append(nbformat.v4.new_code_cell(f"import time\ntime.sleep({s})"))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_slowest_cell_is_measured_and_numbered_as_in_the_source(tmp_path):
+    nb = _timed_notebook(tmp_path / "timed.ipynb", [0.0, 1.5, 0.2])
+    [result] = run_series([nb], profile="smoke", out_dir=tmp_path / "out", html=False)
+    # cells: 1 parameters, 2 markdown, 3 sleep 0, 4 sleep 1.5, 5 sleep 0.2
+    assert result.slowest is not None and result.slowest.cell == 4
+    assert 1.4 <= result.slowest.seconds < 10
+    assert result.slowest.notebook == nb
+    assert cells_over_limit([result], 5) == []
+    [line] = cells_over_limit([result], 1)
+    assert line.startswith("timed.ipynb: cell 4 took ") and "over the 1 s limit" in line
+
+
+def test_cli_reports_slowest_cell_and_fails_over_max_cell_seconds(course_bin, tmp_path):
+    nb = _timed_notebook(tmp_path / "timed.ipynb", [1.5])
+    cmd = [str(course_bin), "run", str(nb), "--profile", "smoke", "--out",
+           str(tmp_path / "out"), "--no-html"]
+    ok = subprocess.run(cmd + ["--max-cell-seconds", "30"], capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert re.search(r"timed\.ipynb .* slowest cell +3: +1\.\d s", ok.stdout), ok.stdout
+    slow = subprocess.run(cmd + ["--max-cell-seconds", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert slow.returncode == 1, slow.stdout + slow.stderr
+    assert re.search(r"timed\.ipynb: cell 3 took 1\.\d s, over the 1 s limit", slow.stderr), \
+        slow.stderr
