@@ -139,7 +139,6 @@ def check_workers(client, expected: dict[str, str] | None = None) -> int:
 # -- on the worker ------------------------------------------------------------------
 _BOXES: dict[str, Sandbox] = {}
 _BOXES_LOCK = threading.Lock()
-_VERSIONS: list[dict[str, str]] = []
 
 
 def _worker_sandbox(spec: dict) -> Sandbox:
@@ -173,9 +172,9 @@ def run_task(job: dict, files: bytes | None, work_name: str, spec: dict) -> Sand
     a lost worker gives the same result."""
     from .sandbox import SandboxUnavailable
 
-    if not _VERSIONS:
-        _VERSIONS.append(environment_versions())
-    diffs = _differences(spec["versions"], _VERSIONS[0])
+    # Read afresh for every task (6 ms): the kernel imports course_utils from disk for
+    # each submission, so what counts is the installed files now, not at worker start.
+    diffs = _differences(spec["versions"], environment_versions())
     where = f"{_worker_address()} ({platform.node()})"
     if diffs:
         raise WorkerRefused(_refusal(where, diffs))
