@@ -209,3 +209,43 @@ def test_lost_scheduler_then_rerun_grades_only_the_rest(tmp_path, cluster):
             "JOIN submitted_assignment sa ON sn.assignment_id = sa.id "
             "GROUP BY sa.student_id").fetchall())
     assert scores == {"a": 3.0, "b": 3.0, "c": 1.0}
+
+
+def test_course_grade_command_on_local_cluster(tmp_path, capsys, monkeypatch):
+    """The command end to end with $COURSE_GRADE_SCHEDULER=local:1 (its own LocalCluster):
+    the table names the cluster; the scores are those of the submissions."""
+    from course_utils.cli import main
+
+    d = _course(tmp_path, "c", {"good": {}, "blank": {"base": "release"}})
+    monkeypatch.setenv("COURSE_GRADE_SCHEDULER", "local:1")
+    rc = main(["grade", "ag1", "--course-dir", str(d), "--no-feedback", "--timeout", "60"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    table = {line.split()[0]: line.split()[1] for line in out.splitlines()
+             if line.startswith(("good ", "blank "))}
+    assert table == {"good": "3", "blank": "0"}
+    assert "1 worker(s) on the Dask cluster local:1, sandboxed" in out
+
+
+def test_unreachable_scheduler_and_bad_local_are_clear(tmp_path, capsys):
+    """Nothing listens on the port: exit 2 naming the address and what to do; local:0
+    is refused with the form to write."""
+    import socket
+
+    import dask
+
+    from course_utils.cli import main
+
+    d = _course(tmp_path, "c", {"good": {}})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        rc = main(["grade", "ag1", "--course-dir", str(d), "--no-feedback",
+                   "--scheduler", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"cannot reach the Dask scheduler tcp://127.0.0.1:{port}" in err
+    assert "dask scheduler" in err
+    rc = main(["grade", "ag1", "--course-dir", str(d), "--scheduler", "local:0"])
+    assert rc == 2 and "local:N with N >= 1" in capsys.readouterr().err
+    assert _submissions(d) == {}

@@ -304,10 +304,11 @@ class Cluster:
             self.local.close(timeout=10)
 
 
-def open_cluster(scheduler: str, timeout: float = 30) -> Cluster:
+def open_cluster(scheduler: str) -> Cluster:
     """Connect to ``tcp://HOST:PORT`` (any address Dask takes), or start a LocalCluster
     of N single-threaded worker processes for ``local:N``; every worker's versions are
-    checked (:func:`check_workers`)."""
+    checked (:func:`check_workers`).  How long to try to connect is Dask's setting
+    ``distributed.comm.timeouts.connect`` (30 s; $DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -328,7 +329,7 @@ def open_cluster(scheduler: str, timeout: float = 30) -> Cluster:
     else:
         address = scheduler
     try:
-        client = Client(address, timeout=timeout, set_as_default=False)
+        client = Client(address, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         if local is not None:
             local.close()

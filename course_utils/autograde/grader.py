@@ -87,6 +87,8 @@ class GradeRun:
     #: on a cluster, when this run graded only what an interrupted run had left:
     #: how many students that run had in all
     resumed: int | None = None
+    #: the Dask scheduler the submissions ran on (None: this machine)
+    scheduler: str | None = None
 
     def by_student(self) -> dict[str, SubmissionResult]:
         return {r.student: r for r in self.results}
@@ -500,6 +502,7 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
     if pending is not None:
         pending.finish()
         run.resumed = pending.resumed
+        run.scheduler = scheduler
     if feedback:
         # Feedback pages are rendered here, on the coordinator's cores.
         run.feedback = generate_feedback(course_dir, assignment, found,

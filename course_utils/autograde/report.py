@@ -140,7 +140,10 @@ def format_table(run) -> str:
     mean = sum(r.score for r in run.results) / n if n else 0.0
     lines.append("")
     lines.append(f"{n} submission(s) of '{run.assignment}' graded in {run.seconds:.1f} s with "
-                 f"{run.workers} worker(s), {'sandboxed' if run.sandboxed else 'NOT sandboxed'}; "
+                 f"{run.workers} worker(s)"
+                 + (f" on the Dask cluster {run.scheduler}" if getattr(run, "scheduler", None)
+                    else "")
+                 + f", {'sandboxed' if run.sandboxed else 'NOT sandboxed'}; "
                  f"mean score {mean:.2f}; {flagged} flagged (see status).")
     failed = [r for r in run.results if getattr(r, "failed", False)]
     if failed:
