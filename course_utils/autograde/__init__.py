@@ -200,7 +200,10 @@ def cli_grade(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 3
     except ClusterRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        left = pending_path(args.course_dir, args.assignment)
+        print(f"error: {exc}" + (f" (the {_left(args)} submissions not graded yet are listed "
+                                 f"in {left}; the same command grades only those)"
+                                 if left.exists() else ""), file=sys.stderr)
         return 2
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
