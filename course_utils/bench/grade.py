@@ -333,10 +333,10 @@ def _bench_cluster(args, assignment: str, course: Path, serial: float, local: fl
     print(f"scaling note: each submission costs {sandbox:.2f} CPU-s in its sandbox (on a "
           f"worker) and {coordinator:.3f} CPU-s on the coordinator"
           + (" (scheduler included)" if args.scheduler.startswith("local:") else "")
-          + f". N submissions in M minutes need about N x {sandbox:.2f} / (60 M) worker "
-          f"cores, and one coordinator keeps up with {1 / max(coordinator, 1e-6):.0f} "
+          + f". N submissions in M minutes need about N x {sandbox:.2f} / (60 x M x 0.8) "
+          f"worker cores, and one coordinator keeps up with {1 / max(coordinator, 1e-6):.0f} "
           "submissions per second; e.g. 600 students in 10 minutes: "
-          f"{600 * sandbox / 600:.1f} cores of grading for this assignment")
+          f"{600 * sandbox / (600 * 0.8):.1f} cores for this assignment")
     return same
 
 
