@@ -76,6 +76,13 @@ HTML is rendered afterwards in ``workers`` processes (read-only gradebook access
 Ctrl-C kills the running sandboxes at once and removes half-graded folders.  Student
 ids are taken literally (nbgrader globs them).
 
+*Many machines.*  ``scheduler="tcp://HOST:PORT"`` (``course grade --scheduler``, or
+``$COURSE_GRADE_SCHEDULER``) sends each notebook's sandboxed run to a Dask worker as one
+task; this process keeps nbgrader's pipeline and the single gradebook writer
+(:mod:`.dask_backend` says why the split lies there, and how worker loss, a lost
+scheduler and a worker with other versions are handled).  ``local:N`` starts N worker
+processes here.
+
 Limits of the model: a kernel can still cheat *its own* grade (the tests run in the
 student's kernel, as with nbgrader, and the hidden tests are visible to code running
 beside them); the sandbox protects the instructor's files, the gradebook, other
@@ -91,7 +98,9 @@ Public API
 ----------
 :func:`grade_assignment`, :class:`GradeRun`, :class:`SubmissionResult`,
 :class:`Limits`, :class:`Sandbox`, :class:`SandboxUnavailable`, :class:`GradingError`,
-:func:`cli_grade` (the ``course grade`` command), :func:`format_table`.
+:func:`cli_grade` (the ``course grade`` command), :func:`format_table`;
+:class:`ClusterLost`, :class:`ClusterRefused` and :data:`SCHEDULER_ENV` for grading on
+a Dask cluster.
 """
 from __future__ import annotations
 

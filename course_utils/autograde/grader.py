@@ -446,7 +446,7 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
         raise GradingError(f"no submissions of '{assignment}' found under "
                            f"{coursedir.format_path(coursedir.submitted_directory, '*', assignment)}; "
                            f"run 'nbgrader collect {assignment}' (or copy them there) first")
-    if workers is not None and int(workers) < 1:
+    if workers is not None and int(workers) < 0:
         raise ValueError(f"workers must be at least 1, got {workers}")
     limits = limits or Limits()
     cluster = pending = None
@@ -461,6 +461,8 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
                                               or course_dir])
     else:
         workers = int(workers or os.cpu_count() or 1)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         if limits.threads is None:
             limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
         box = Sandbox(limits, enabled=sandbox, ro_binds=ro_binds, env=env)
