@@ -1,7 +1,8 @@
 """Datasets for the course, the same arrays for PyTorch and Keras.
 
 ``load(name)`` returns an :class:`ImageData` (uint8 NumPy images, int64 labels, class
-names); ``list_datasets()`` names what exists. Subsets (``per_class``, ``select_classes``,
+names); ``list_datasets()`` names what exists (``lfw_faces``: 200 real face / non-face
+photographs bundled with scikit-image). Subsets (``per_class``, ``select_classes``,
 ``train_val_split``) draw from the training set only, so the official test set never leaks.
 ``FastLoader`` iterates in-memory data with batched augmentation (its Keras twin is
 ``course_utils.keras.TFLoader``); ``to_torch_dataset`` and ``to_torch_loader`` hand the arrays
@@ -17,7 +18,7 @@ from course_utils.data.core import (ImageData, UnknownDatasetError, dataset_info
                                     load, stratified_indices, stratified_split_indices)
 # The dataset modules register themselves into core's registry when imported, here and only
 # here: core never imports them, so the registry and its entries do not import each other.
-from course_utils.data import digits, fashion_mnist, folders  # noqa: F401,E402
+from course_utils.data import digits, fashion_mnist, folders, lfw_faces  # noqa: F401,E402
 
 # The PyTorch-backed parts load on first use, so that a NumPy/scikit-learn exercise (and each
 # notebook graded by nbgrader) does not pay for importing torch just to read the arrays.
