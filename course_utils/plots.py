@@ -4,18 +4,27 @@ Every function draws with matplotlib on the axes you pass (or on a new figure), 
 the axes and never calls ``plt.show()``: notebooks display figures inline, tests use the
 Agg backend, and a function returning a ``Figure`` would be shown twice in Jupyter when it
 is the last line of a cell. ``axes[0].figure`` gives the figure to save.
+
+Every figure shown in a notebook carries a short text description (the ``alt`` of its image
+in the rendered pages, for screen readers): the functions here describe what they draw, and
+:func:`figure_description` describes any other figure from its titles and axis labels;
+:func:`describe` sets your own. Importing this module inside a Jupyter kernel turns it on
+(:func:`enable_alt_text`).
 """
 from __future__ import annotations
 
 import logging
 import math
+import sys
+import weakref
 from typing import Sequence
 
 import numpy as np
 
 from course_utils.history import History
 
-__all__ = ["plot_history", "plot_confusion_matrix", "image_grid", "RIGHT_COLOR", "WRONG_COLOR"]
+__all__ = ["plot_history", "plot_confusion_matrix", "image_grid", "RIGHT_COLOR", "WRONG_COLOR",
+           "describe", "figure_description", "enable_alt_text"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +33,149 @@ RIGHT_COLOR = "green"
 WRONG_COLOR = "red"
 
 _TITLES = {"loss": "loss", "acc": "accuracy", "lr": "learning rate", "seconds": "seconds per epoch"}
+
+
+# --------------------------------------------------------------------------- descriptions
+
+#: descriptions set with :func:`describe`, by figure or axes (weak: figures get closed)
+_DESCRIPTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: longest description :func:`figure_description` returns (alt text is read aloud)
+MAX_DESCRIPTION = 400
+
+
+def describe(artist, text: str):
+    """Describe what a figure or one of its Axes shows, in a sentence; the description becomes
+    the image's alt text in the notebook and its rendered page. Returns ``artist``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"describe: text={text!r}; give a short sentence saying what it shows")
+    _DESCRIPTIONS[artist] = " ".join(text.split())
+    return artist
+
+
+def _shorten(text: str, limit: int = MAX_DESCRIPTION) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _axes_description(ax) -> str | None:
+    explicit = _DESCRIPTIONS.get(ax)
+    if explicit:
+        return explicit
+    title = " ".join(ax.get_title().split())
+    x, y = ax.get_xlabel().strip(), ax.get_ylabel().strip()
+    kind = "plot"
+    if ax.images and not ax.lines:
+        kind = "image"
+    elif ax.patches and not ax.lines:
+        kind = "bar chart"
+    text = f"{kind} '{title}'" if title else kind
+    if kind != "image" and (x or y):
+        text += f" of {y or 'values'} against {x or 'x'}"
+    return text
+
+
+def figure_description(fig) -> str:
+    """A short description of ``fig``: the one given to :func:`describe`, else one built from
+    its title, its panels' own descriptions, titles and axis labels, and its images."""
+    explicit = _DESCRIPTIONS.get(fig)
+    if explicit:
+        return _shorten(explicit)
+    suptitle = fig._suptitle.get_text().strip() if getattr(fig, "_suptitle", None) else ""
+    panels: list[str] = []
+    images: list[str] = []
+    for ax in fig.axes:
+        if not ax.get_visible() or getattr(ax, "_colorbar", None) is not None:
+            continue
+        if not ax.has_data() and not ax.get_title() and ax not in _DESCRIPTIONS:
+            continue  # an empty cell of a grid
+        if ax.images and not ax.lines and ax not in _DESCRIPTIONS:
+            images.append(" ".join(ax.get_title().split()))
+            continue
+        text = _axes_description(ax)
+        if text and (not panels or panels[-1] != text):
+            panels.append(text)
+    if images:
+        titled = [t for t in images if t]
+        grid = f"{len(images)} image{'s' if len(images) > 1 else ''}"
+        if titled:
+            grid += " titled " + ", ".join(titled[:12]) + (", …" if len(titled) > 12 else "")
+        panels.append(grid)
+    head = f"Figure '{suptitle}'" if suptitle else "Figure"
+    if not panels:
+        return _shorten(head)
+    return _shorten(f"{head}: " + "; ".join(panels))
+
+
+def _with_alt_text(inner):
+    """Wrap an IPython image formatter of matplotlib figures: same image, plus ``alt``."""
+    def format_figure(fig, *args, **kwargs):
+        data = inner(fig, *args, **kwargs)
+        if data is None:
+            return None
+        metadata = {}
+        if isinstance(data, tuple) and len(data) == 2:
+            data, metadata = data[0], dict(data[1] or {})
+        try:
+            metadata.setdefault("alt", figure_description(fig))
+        except Exception:  # a description must never hide the figure itself
+            log.warning("could not describe a figure for its alt text", exc_info=True)
+        return data, metadata
+
+    format_figure.course_alt_text = True
+    return format_figure
+
+
+def _wrap_figure_formatters(shell) -> None:
+    from matplotlib.figure import Figure
+
+    for mime in ("image/png", "image/jpeg"):
+        formatter = shell.display_formatter.formatters.get(mime)
+        if formatter is None:
+            continue
+        try:
+            current = formatter.lookup_by_type(Figure)
+        except KeyError:
+            continue  # the inline backend does not emit this format
+        if not getattr(current, "course_alt_text", False):
+            formatter.for_type(Figure, _with_alt_text(current))
+
+
+def _start_backend() -> None:
+    """Let pyplot load its backend now rather than on the first figure: the inline backend
+    registers its figure formatters as it loads, and a figure shown with ``plt.show()`` in
+    that same cell would otherwise go out before they are wrapped. Done only while no
+    figure is open (switching backends closes figures)."""
+    if "matplotlib.pyplot" not in sys.modules:
+        return
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    if not plt.get_fignums():
+        plt.switch_backend(matplotlib.get_backend())
+
+
+def enable_alt_text(shell=None) -> bool:
+    """Attach :func:`figure_description` as ``alt`` metadata to every matplotlib figure an
+    IPython kernel displays, from now on (the inline backend registers its formatters when
+    it starts and again when its settings change, so this is checked before and after each
+    cell). Returns ``False`` outside IPython."""
+    if shell is None:
+        if "IPython" not in sys.modules:
+            return False
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return False
+    _start_backend()
+    _wrap_figure_formatters(shell)
+    if not getattr(shell, "_course_alt_text_hook", False):
+        # pyplot picks its backend lazily (on the first figure), and the inline backend shows
+        # figures from its own post_execute hook: wrapping again in post_execute (registered
+        # before the backend's) catches a backend that started during this very cell
+        shell.events.register("pre_run_cell", lambda *_: _wrap_figure_formatters(shell))
+        shell.events.register("post_execute", lambda *_: _wrap_figure_formatters(shell))
+        shell._course_alt_text_hook = True
+    return True
 
 
 # --------------------------------------------------------------------------- training curves
@@ -111,6 +263,10 @@ def plot_history(history, ax=None, metrics: Sequence[str] = ("loss", "acc"), *,
         if drawn == 0:
             log.warning("plot_history: no run has values for metric %r", metric)
         a.set_title(_TITLES.get(metric, metric))
+        runs_text = f" for {', '.join(l for l in labels if l)}" if any(labels) else ""
+        describe(a, f"{_TITLES.get(metric, metric)} per epoch{runs_text}" + (
+            "" if metric in ("lr", "seconds") else
+            ", validation solid and training dashed, dotted line at the best epoch"))
         a.set_xlabel("epoch")
         a.set_ylabel(_TITLES.get(metric, metric))
         if metric == "lr":
@@ -169,6 +325,8 @@ def plot_confusion_matrix(y_true, y_pred, classes: Sequence[str] | None = None, 
         label.set_horizontalalignment("right")
     acc = float(np.mean(y_true == y_pred)) if len(y_true) else math.nan
     ax.set_title(title if title is not None else f"Confusion matrix (accuracy {acc:.1%})")
+    describe(ax, f"{ax.get_title()}: {n} classes, true class in rows, predicted in columns"
+             + (", rows sum to 1" if normalize == "true" else ""))
     return disp
 
 
@@ -262,4 +420,13 @@ def image_grid(images, labels=None, preds=None, classes: Sequence[str] | None = 
             a.set_title(name(y[i]), fontsize="small")
     if title:
         axes[0].figure.suptitle(title)
+    if p is not None and y is not None:
+        wrong = int(np.sum(p != y))
+        describe(axes[0], f"{n} images, each titled with its prediction and, in brackets, its "
+                 f"true label ({n - wrong} right in green, {wrong} wrong in red)")
+        for a in axes[1:n]:
+            describe(a, _DESCRIPTIONS[axes[0]])  # one sentence for the grid, not one per image
     return axes[:n]
+
+
+enable_alt_text()

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 #: alike: the longest cell of the embedded profile on a 2-core CPU with room to spare
 CELL_TIMEOUT = 1200
 
+#: nbconvert templates shipped with the library (``course``: the lab page with alt text)
+TEMPLATES = Path(__file__).with_name("templates")
+
 _NOTEBOOK_NAME = re.compile(r"^\d\d_.+\.ipynb$")
 
 
@@ -149,6 +152,19 @@ def _failing_cell_index(executed: dict) -> int | None:
     return None
 
 
+def _kernel_config():
+    """Talk to the kernel over Unix sockets (IPC transport) where the platform has them: the
+    kernel is local, and over unencrypted TCP ipykernel warns on every notebook ("Kernel is
+    running over TCP without encryption"). The sockets sit beside the connection file in
+    Jupyter's runtime folder and go with it when the kernel shuts down."""
+    from traitlets.config import Config
+
+    config = Config()
+    if os.name == "posix":
+        config.KernelManager.transport = "ipc"
+    return config
+
+
 def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
                  profile: str = "embedded", parameters: dict | None = None,
                  cell_timeout: int | None = CELL_TIMEOUT, kernel_name: str = "python3",
@@ -165,8 +181,10 @@ def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
     start = time.perf_counter()
     # The kernel inherits our environment: figures must go inline (a test runner's
     # MPLBACKEND=Agg would silently drop them), TensorFlow's C++ chatter stays out of the page,
-    # and results.record() writes next to the executed copy.
+    # results.record() writes next to the executed copy, and progress bars leave one final
+    # line each instead of widgets or hundreds of updates (course_utils.progress).
     kernel_env = {"COURSE_BUILD_DIR": str(output.parent.resolve()),
+                  "COURSE_PROGRESS": os.environ.get("COURSE_PROGRESS") or "final",
                   "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                   "TF_CPP_MIN_LOG_LEVEL": "2"}
     env_before = {k: os.environ.get(k) for k in kernel_env}
@@ -175,7 +193,7 @@ def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
         pm.execute_notebook(
             str(source), str(output), parameters=params, kernel_name=kernel_name,
             progress_bar=progress_bar, execution_timeout=cell_timeout,
-            cwd=str(cwd if cwd is not None else source.parent),
+            cwd=str(cwd if cwd is not None else source.parent), config=_kernel_config(),
         )
     except PapermillExecutionError as exc:
         executed = json.loads(output.read_text()) if output.exists() else {"cells": []}
@@ -199,7 +217,11 @@ def render_html(executed: str | os.PathLike) -> Path:
 
     executed = Path(executed)
     nb = nbformat.read(str(executed), as_version=4)
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    # the "course" template is nbconvert's lab page plus each figure's alt text
+    # (course_utils.plots puts a description in the output's metadata)
+    exporter = HTMLExporter(embed_images=True, template_name="course",
+                            extra_template_basedirs=[str(TEMPLATES)])
+    body, _ = exporter.from_notebook_node(nb)
     html = executed.with_suffix(".html")
     html.write_text(body, encoding="utf-8")
     return html

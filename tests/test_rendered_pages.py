@@ -1,5 +1,6 @@
-"""Open the rendered notebooks in headless Chromium: every figure is an image that loaded,
-and no cell shows an error. This reads the pages the way a student's browser does."""
+"""Open the rendered notebooks in headless Chromium: every figure is an image that loaded and
+says what it shows (alt text), and no cell shows an error. This reads the pages the way a
+student's browser does."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ PROBE = """
 <script>
 window.addEventListener("load", () => {
   const imgs = Array.from(document.images).map(i => ({ok: i.complete && i.naturalWidth > 0,
-                                                      src: i.src.slice(0, 40)}));
+                                                      src: i.src.slice(0, 40), alt: i.alt}));
   const errors = Array.from(document.querySelectorAll(
       '[data-mime-type="application/vnd.jupyter.stderr"]'))
       .map(e => e.textContent).filter(t => /Traceback|Error:/.test(t)).map(t => t.slice(0, 300));
@@ -48,6 +49,15 @@ def _probe(page: Path, tmp_path: Path) -> dict:
     return json.loads(html.unescape(match.group(1)))
 
 
+#: what nbconvert writes when an image has no alt text of its own
+NO_DESCRIPTION = "No description has been provided for this image"
+
+
+def _undescribed(seen: dict) -> int:
+    """How many images the page shows without a description of their own."""
+    return sum(1 for i in seen["images"] if not i["alt"].strip() or i["alt"] == NO_DESCRIPTION)
+
+
 @pytest.fixture(scope="module")
 def chromium():
     if CHROMIUM is None:
@@ -59,11 +69,13 @@ def chromium():
 def test_probe_catches_a_broken_image_and_an_error(chromium, tmp_path):
     page = tmp_path / "bad.html"
     page.write_text(
-        "<html><body><img src='data:image/png;base64,AAAA'>"
+        "<html><body><img src='data:image/png;base64,AAAA' alt='No description has been "
+        "provided for this image'>"
         "<div data-mime-type='application/vnd.jupyter.stderr'>Traceback (most recent call last)"
         "</div></body></html>")
     seen = _probe(page, tmp_path)
     assert [i["ok"] for i in seen["images"]] == [False]
+    assert _undescribed(seen) == 1
     assert len(seen["errors"]) == 1
 
 
@@ -79,6 +91,8 @@ def test_every_rendered_notebook_shows_loaded_figures_and_no_error(chromium, smo
         broken = [i["src"] for i in seen["images"] if not i["ok"]]
         if broken:
             problems.append(f"{page.name}: {len(broken)} image(s) did not load: {broken[:3]}")
+        if _undescribed(seen):
+            problems.append(f"{page.name}: {_undescribed(seen)} image(s) without alt text")
         if seen["errors"]:
             problems.append(f"{page.name}: error output: {seen['errors'][0]}")
     index = (smoke_series / "index.html").read_text()
