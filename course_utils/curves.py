@@ -219,7 +219,7 @@ def _prepare(x, y, x_val, y_val, val_fraction, stratify, split_seed):
 
 
 def _progress(total, desc, enabled):
-    from tqdm.auto import tqdm
+    from course_utils.progress import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 

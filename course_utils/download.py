@@ -123,7 +123,7 @@ def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None =
     """
     import pooch
     import requests
-    from tqdm.auto import tqdm
+    from course_utils.progress import tqdm
 
     urls = [urls] if isinstance(urls, str) else list(urls)
     folder = Path(folder)

@@ -191,7 +191,7 @@ def scratch_vs_pretrained(make_model, pretrain_state, data, sizes: Sequence[int]
     numbers the trainer returns.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from course_utils.progress import tqdm
 
     sizes = _check_sizes(sizes)
     seeds = list(seeds) if not isinstance(seeds, (int, np.integer)) else [int(seeds)]

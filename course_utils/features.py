@@ -254,7 +254,7 @@ def extract_features(model: nn.Module, data, *, layer: str | None = None, transf
 
 
 def _compute(model, data, transform, target, where, batch_size, device, progress, desc):
-    from tqdm.auto import tqdm
+    from course_utils.progress import tqdm
 
     if device is None:
         p = next(model.parameters(), None)

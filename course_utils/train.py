@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from course_utils.progress import tqdm
 
 from course_utils import distributed as ddp
 from course_utils.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state

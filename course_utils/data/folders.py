@@ -133,7 +133,7 @@ def _list_split(root: Path, folders: Sequence[str], classes: Sequence[str]) -> t
 
 
 def _decode_all(files: list[Path], size: int | None, desc: str, progress: bool = True):
-    from tqdm.auto import tqdm
+    from course_utils.progress import tqdm
 
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from tqdm.auto import tqdm
+from course_utils.progress import tqdm
 
 from course_utils.feature_cache import (data_fingerprint, feature_cache_key,
                                         load_cached_features, save_cached_features)

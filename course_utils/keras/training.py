@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from course_utils.progress import tqdm
 
 from course_utils.atomic import atomic_path, atomic_write, atomic_write_json
 from course_utils.errors import NonFiniteLossError
