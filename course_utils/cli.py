@@ -44,9 +44,51 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "size unknown"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def _list_data() -> int:
+    from course_utils import data
+    from course_utils.download import data_home
+
+    rows, failed = [], []
+    for name in data.list_datasets():
+        st = data.dataset_status(name)
+        if st.verified is False:
+            failed.append(name)
+        state = ("cached" if st.cached else "not cached") + {
+            True: ", verified", False: ", FAILS verification", None: ""}[st.verified]
+        rows.append((name, st.profile, f"{_human_size(st.size_bytes)} {st.size_kind}", state,
+                     st.where, st.note))
+    head = ("dataset", "profile", "size", "status", "where", "")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
+        if r[5]:
+            print(" " * (sum(widths) + 8) + r[5])
+    print(f"\nCache root: {data_home()} ($COURSE_DATA). For a classroom without internet, run "
+          "`course data NAME ...` on a connected machine and copy that folder.")
+    if failed:
+        print(f"error: {', '.join(failed)} fail(s) verification (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from course_utils import data
 
+    if args.list:
+        return _list_data()
+    if not args.names:
+        print("error: name a dataset (e.g. course data fashion_mnist) or pass --list",
+              file=sys.stderr)
+        return 2
     for name in args.names:
         try:
             ds = data.load(name, download=not args.offline)
@@ -98,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     dat = sub.add_parser("data", help="make datasets available (verified download if needed)")
-    dat.add_argument("names", nargs="+", help="dataset names, e.g. fashion_mnist")
+    dat.add_argument("names", nargs="*", help="dataset names, e.g. fashion_mnist")
     dat.add_argument("--offline", action="store_true", help="never download")
+    dat.add_argument("--list", action="store_true",
+                     help="every dataset: size, whether it is cached and verified, and where")
     dat.set_defaults(func=_cmd_data)
 
     from course_utils.bench import BENCHMARKS

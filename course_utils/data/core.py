@@ -17,8 +17,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["ImageData", "load", "list_datasets", "register", "dataset_info",
-           "stratified_indices", "stratified_split_indices", "UnknownDatasetError"]
+__all__ = ["ImageData", "load", "list_datasets", "register", "dataset_info", "dataset_status",
+           "DatasetStatus", "stratified_indices", "stratified_split_indices",
+           "UnknownDatasetError"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,29 @@ class UnknownDatasetError(KeyError, ValueError):
 
 
 @dataclass(frozen=True)
+class DatasetStatus:
+    """What is on this machine for one dataset (``course data --list``), found without
+    loading it: hashes are checked, images are not decoded."""
+
+    name: str
+    profile: str
+    #: Bytes: the download when nothing is cached (None: the publisher gives no size), else
+    #: what is on disk.
+    size_bytes: int | None
+    #: What ``size_bytes`` measures: "download", "on disk", "bundled", "Debian package".
+    size_kind: str
+    #: Loadable without the network (bundled, installed by a system package, or cached).
+    cached: bool
+    #: True/False: the files were hashed now against the pinned values and matched / did
+    #: not; None: nothing to check (not cached, or no hash is pinned for that source).
+    verified: bool | None
+    #: Where the data is (or where a copy can be put by hand).
+    where: str
+    #: One line for a person: the source, or what is wrong and what to do.
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One registered dataset: how to load it and what a person should know about it."""
 
@@ -38,21 +62,24 @@ class DatasetSpec:
     loader: Callable[..., "ImageData"]
     profile: str  # "embedded" (no internet needed) or "full" (download)
     description: str
+    #: ``status(root) -> DatasetStatus``; ``root`` as for the loader (None: the default).
+    status: Callable[..., DatasetStatus] | None = None
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
 def register(name: str, loader: Callable[..., "ImageData"], *, profile: str,
-             description: str) -> None:
-    """Add a dataset to ``load``/``list_datasets``. ``loader(root=, download=, **options)``.
+             description: str, status: Callable[..., DatasetStatus] | None = None) -> None:
+    """Add a dataset to ``load``/``list_datasets``. ``loader(root=, download=, **options)``;
+    ``status(root)`` reports what is on disk for :func:`dataset_status`.
     A name is registered once (a second loader would silently replace the first)."""
     if profile not in ("embedded", "full"):
         raise ValueError(f"profile={profile!r} for dataset {name!r}: use 'embedded' or 'full'")
     if name in _REGISTRY:
         raise ValueError(f"register: a dataset named {name!r} is already registered; pick "
                          "another name")
-    _REGISTRY[name] = DatasetSpec(name, loader, profile, description)
+    _REGISTRY[name] = DatasetSpec(name, loader, profile, description, status)
 
 
 def list_datasets(profile: str | None = None) -> list[str]:
@@ -64,6 +91,16 @@ def list_datasets(profile: str | None = None) -> list[str]:
 def dataset_info(name: str) -> DatasetSpec:
     """The registry entry (profile, description) of ``name``."""
     return _spec(name)
+
+
+def dataset_status(name: str, *, root=None) -> DatasetStatus:
+    """Whether ``name`` is available offline and passes its hash check, its size and where
+    it is (``root`` as for :func:`load`). Reads and hashes files; never downloads."""
+    spec = _spec(name)
+    if spec.status is None:
+        return DatasetStatus(name, spec.profile, None, "unknown", False, None, "?",
+                             "this dataset reports no status; load it to find out")
+    return spec.status(root=root)
 
 
 def _spec(name: str) -> DatasetSpec:

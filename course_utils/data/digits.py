@@ -6,11 +6,14 @@ set. Pixel values 0..16 are scaled to 0..255 uint8 like every other dataset here
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
-from course_utils.data.core import ImageData, register, stratified_split_indices
+from course_utils.data.core import DatasetStatus, ImageData, register, stratified_split_indices
 
-__all__ = ["load_digits", "TEST_FRACTION", "SPLIT_SEED"]
+__all__ = ["load_digits", "digits_status", "TEST_FRACTION", "SPLIT_SEED"]
 
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -32,5 +35,18 @@ def load_digits(*, root=None, download: bool = True) -> ImageData:
                      meta={"source": "sklearn.datasets.load_digits", "split_seed": SPLIT_SEED})
 
 
-register("digits", load_digits, profile="embedded",
+def digits_status(*, root=None) -> DatasetStatus:
+    """The file scikit-learn ships (found without importing scikit-learn); it pins no hash."""
+    spec = importlib.util.find_spec("sklearn")
+    path = (Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+            if spec is not None and spec.submodule_search_locations else None)
+    if path is None or not path.is_file():
+        return DatasetStatus("digits", "embedded", None, "bundled", False, None,
+                             "scikit-learn", "scikit-learn or its digits file is missing: "
+                             "pip install scikit-learn")
+    return DatasetStatus("digits", "embedded", path.stat().st_size, "bundled", True, None,
+                         str(path), "bundled with scikit-learn (no pinned hash to check)")
+
+
+register("digits", load_digits, profile="embedded", status=digits_status,
          description="scikit-learn handwritten digits, 8x8 grayscale, 10 classes (bundled)")

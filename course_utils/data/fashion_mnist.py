@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from course_utils.atomic import atomic_write
-from course_utils.data.core import ImageData, register
-from course_utils.download import data_home
+from course_utils.data.core import DatasetStatus, ImageData, register
+from course_utils.download import data_home, file_hash
 
-__all__ = ["load_fashion_mnist", "parse_idx", "CLASSES", "SYSTEM_DIR", "URLS", "FILES",
+__all__ = ["load_fashion_mnist", "fashion_mnist_status", "parse_idx", "GZ_SIZES", "CLASSES", "SYSTEM_DIR", "URLS", "FILES",
            "IDX_SHA256", "GZ_MD5", "GZ_SHA256", "DEBIAN_GZ_SHA256"]
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,10 @@ DEBIAN_GZ_SHA256 = {
     "x_test": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
     "y_test": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
 }
+
+#: Sizes in bytes of the official ``.gz`` files (Zalando's download; each Debian file is the
+#: same minus the file name Debian dropped from its gzip header).
+GZ_SIZES = {"x_train": 26_421_880, "y_train": 29_515, "x_test": 4_422_102, "y_test": 5_148}
 
 _SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28),
            "y_test": (10000,)}
@@ -204,5 +208,32 @@ def load_fashion_mnist(*, root=None, download: bool = True, system_dir=SYSTEM_DI
                      arrays["y_test"], CLASSES, meta={"cache": str(cache)})
 
 
-register("fashion_mnist", load_fashion_mnist, profile="embedded",
+def _gz_status(folder: Path, pinned: dict[str, str], kind: str, origin: str) -> DatasetStatus:
+    paths = {k: folder / f for k, f in FILES.items()}
+    bad = [p.name for k, p in paths.items() if file_hash(p) != pinned[k]]
+    note = origin if not bad else (f"{origin}, but {', '.join(bad)} differ(s) from the pinned "
+                                   "sha256: it is ignored by load(); delete or reinstall it")
+    return DatasetStatus("fashion_mnist", "embedded", sum(p.stat().st_size for p in paths.values()),
+                         kind, True, not bad, str(folder), note)
+
+
+def fashion_mnist_status(*, root=None, system_dir=SYSTEM_DIR) -> DatasetStatus:
+    """The source :func:`load_fashion_mnist` would read first, hashed where a hash is pinned."""
+    cache = Path(root) if root is not None else data_home("fashion_mnist")
+    if _cache_valid(cache):
+        size = sum((cache / f"{k}.npy").stat().st_size for k in FILES)
+        return DatasetStatus("fashion_mnist", "embedded", size, "on disk", True, None, str(cache),
+                             ".npy arrays built from verified files (not hashed again)")
+    if system_dir is not None and all((Path(system_dir) / f).is_file() for f in FILES.values()):
+        return _gz_status(Path(system_dir), DEBIAN_GZ_SHA256, "Debian package",
+                          "Debian package dataset-fashion-mnist")
+    raw = cache / "raw"
+    if all((raw / f).is_file() for f in FILES.values()):
+        return _gz_status(raw, GZ_SHA256, "on disk", "downloaded official .gz files")
+    return DatasetStatus("fashion_mnist", "embedded", sum(GZ_SIZES.values()), "download", False,
+                         None, str(raw), "not cached: apt install dataset-fashion-mnist, or "
+                         "course data fashion_mnist downloads it")
+
+
+register("fashion_mnist", load_fashion_mnist, profile="embedded", status=fashion_mnist_status,
          description="Zalando Fashion-MNIST, 28x28 grayscale, 10 classes, 60k train + 10k test")

@@ -38,10 +38,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from course_utils.atomic import atomic_dir
-from course_utils.data.core import ImageData, register
-from course_utils.download import data_home, extract, fetch
+from course_utils.data.core import DatasetStatus, ImageData, register
+from course_utils.download import ChecksumError, data_home, extract, fetch, verify
 
-__all__ = ["load_image_folder", "dataset_folder", "CorruptImageError", "FolderSpec",
+__all__ = ["load_image_folder", "dataset_folder", "folder_status", "CorruptImageError", "FolderSpec",
            "RemoteFile", "FOLDER_DATASETS", "IMAGE_EXTENSIONS", "DEFAULT_SIZE"]
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ class RemoteFile:
     sha1: str | None = None
     md5: str | None = None
     trust_on_first_use: bool = False
+    #: Size in bytes as published or recorded by others (shown by ``course data --list``;
+    #: never checked, the hashes are); None where nobody gives one.
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,7 @@ FOLDER_DATASETS: dict[str, FolderSpec] = {
     "hotdog": FolderSpec(
         "hotdog", "d2l hot dog vs not hot dog (Fine-Tuning chapter), 2 classes, 2,000 + 800",
         (RemoteFile("hotdog.zip", ("http://d2l-data.s3-accelerate.amazonaws.com/hotdog.zip",),
-                    sha1="fba480ffa8aa7e0febbb511d181409f899b9baa5"),),
+                    sha1="fba480ffa8aa7e0febbb511d181409f899b9baa5"),),  # d2l gives no size
         {"train": ("hotdog/train",), "test": ("hotdog/test",)}, ("hotdog", "not-hotdog"),
         expected={"train": {"hotdog": 1000, "not-hotdog": 1000},
                   "test": {"hotdog": 400, "not-hotdog": 400}}),
@@ -283,20 +286,23 @@ FOLDER_DATASETS: dict[str, FolderSpec] = {
         "hymenoptera", "PyTorch transfer-learning tutorial ants vs bees, ~240 + 153 images",
         (RemoteFile("hymenoptera_data.zip",
                     ("https://download.pytorch.org/tutorial/hymenoptera_data.zip",),
-                    sha256="fbc41b31d544714d18dd1230b1e2b455e1557766e13e67f9f5a7a23af7c02209"),),
+                    sha256="fbc41b31d544714d18dd1230b1e2b455e1557766e13e67f9f5a7a23af7c02209",
+                    size=47_286_322),),
         {"train": ("hymenoptera_data/train",), "test": ("hymenoptera_data/val",)}, ("ants", "bees")),
     "cats_vs_dogs": FolderSpec(
         "cats_vs_dogs", "TF/Keras transfer-learning tutorial subset cats_and_dogs_filtered, 2,000 + 1,000",
         (RemoteFile("cats_and_dogs_filtered.zip",
                     ("https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",),
-                    trust_on_first_use=True),),  # no checksum is published anywhere official
+                    trust_on_first_use=True,  # no checksum is published anywhere official
+                    size=68_606_236),),  # the byte count Keras's get_file reports for it
         {"train": ("cats_and_dogs_filtered/train",), "test": ("cats_and_dogs_filtered/validation",)},
         ("cats", "dogs"),
         expected={"train": {"cats": 1000, "dogs": 1000}, "test": {"cats": 500, "dogs": 500}}),
     "flowers102": FolderSpec(
         "flowers102", "Oxford 102 Flowers, train+val 2,040 / test 6,149",
         (RemoteFile("102flowers.tgz", (_FLOWERS + "102flowers.tgz",), md5="52808999861908f626f3c1f4e79d11fa",
-                    sha256="2d01ecc807db462958cfe3d92f57a8c252b4abd240eb955770201e45f783b246"),
+                    sha256="2d01ecc807db462958cfe3d92f57a8c252b4abd240eb955770201e45f783b246",
+                    size=344_862_509),
          RemoteFile("imagelabels.mat", (_FLOWERS + "imagelabels.mat",), md5="e0620be6f572b9609742df49c70aed4d",
                     sha256="4903e94206bac23bf772aadf06451916df56b58fc483a62db32a97b82656651d"),
          RemoteFile("setid.mat", (_FLOWERS + "setid.mat",), md5="a5357ecc9cb78c4bef273ce3793fc85c",
@@ -342,9 +348,59 @@ def _load_spec(spec: FolderSpec, *, root=None, download: bool = True, size: int 
                              expected=spec.expected, cache_dir=base, progress=progress)
 
 
+def folder_status(name: str, *, root=None) -> DatasetStatus:
+    """Downloads of ``name`` present in its cache, hashed now against every pinned value (a
+    trust-on-first-use archive against the hash recorded at its first download)."""
+    spec = FOLDER_DATASETS[name]
+    base = Path(root) if root is not None else data_home(name)
+    present, bad, unrecorded = [], [], []
+    for f in spec.files:
+        path = base / "downloads" / f.fname
+        if not path.is_file():
+            continue
+        present.append(path)
+        hashes = {k: v for k, v in (("sha256", f.sha256), ("sha1", f.sha1), ("md5", f.md5)) if v}
+        record = path.with_name(path.name + ".sha256")
+        if not hashes and record.is_file():
+            hashes = {"sha256": record.read_text().split()[0]}
+        if not hashes:
+            unrecorded.append(path.name)
+            continue
+        try:
+            verify(path, **hashes)
+        except ChecksumError:
+            bad.append(path.name)
+    if present:
+        size = sum(p.stat().st_size for p in present)
+        missing = [f.fname for f in spec.files if not (base / "downloads" / f.fname).is_file()]
+        if bad:
+            note = (f"{', '.join(bad)} fail(s) the pinned hash: load() deletes and downloads it "
+                    f"again (course data {name})")
+        elif missing:
+            note = f"{', '.join(missing)} not downloaded yet (course data {name})"
+        elif unrecorded:
+            note = f"{', '.join(unrecorded)}: no published hash and no recorded first download"
+        else:
+            note = "downloads verified" + (", extracted" if (base / "images").is_dir() else "")
+        verified = False if bad else (None if unrecorded else True)
+        return DatasetStatus(name, "full", size, "on disk", not bad and not missing, verified,
+                             str(base), note)
+    if (base / "images").is_dir():
+        return DatasetStatus(name, "full", None, "on disk", True, None, str(base / "images"),
+                             "extracted tree only (its downloads were deleted, so it cannot "
+                             "be re-verified)")
+    known = [f.size for f in spec.files if f.size is not None]
+    size = sum(known) if known else None
+    kind = "download" if len(known) in (0, len(spec.files)) else "download, at least"
+    urls = ", ".join(f.urls[0] for f in spec.files)
+    return DatasetStatus(name, "full", size, kind, False, None, str(base / "downloads"),
+                         f"not cached: course data {name} downloads {urls}")
+
+
 def _register(spec: FolderSpec) -> None:
     FOLDER_DATASETS[spec.name] = spec
-    register(spec.name, partial(_load_spec, spec), profile="full", description=spec.description)
+    register(spec.name, partial(_load_spec, spec), profile="full", description=spec.description,
+             status=partial(folder_status, spec.name))
 
 
 for _spec in list(FOLDER_DATASETS.values()):

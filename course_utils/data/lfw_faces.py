@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from course_utils.data.core import ImageData, register, stratified_split_indices
+from course_utils.data.core import DatasetStatus, ImageData, register, stratified_split_indices
 from course_utils.download import ChecksumError, data_home, file_hash
 
-__all__ = ["load_lfw_faces", "bundled_path", "CLASSES", "SHA256", "URL", "FILE", "SIZE_BYTES",
+__all__ = ["load_lfw_faces", "lfw_faces_status", "bundled_path", "CLASSES", "SHA256", "URL", "FILE", "SIZE_BYTES",
            "TEST_FRACTION", "SPLIT_SEED"]
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,22 @@ def load_lfw_faces(*, root=None, download: bool = True, path=None) -> ImageData:
                            "test_fraction": TEST_FRACTION})
 
 
-register("lfw_faces", load_lfw_faces, profile="embedded",
+def lfw_faces_status(*, root=None) -> DatasetStatus:
+    """The bundled file (else the cached copy), hashed against :data:`SHA256`."""
+    path = bundled_path()
+    kind, origin = "bundled", "bundled with scikit-image"
+    if path is None:
+        path = (Path(root) if root is not None else data_home("lfw_faces")) / FILE
+        kind, origin = "on disk", "cached copy (the installed scikit-image lacks the file)"
+        if not path.is_file():
+            return DatasetStatus("lfw_faces", "embedded", SIZE_BYTES, "download", False, None,
+                                 str(path), f"not cached: course data lfw_faces downloads {URL}")
+    ok = file_hash(path) == SHA256
+    note = origin if ok else (f"{origin}, but its sha256 differs from the pinned {SHA256}: "
+                              "reinstall scikit-image (pip install --force-reinstall scikit-image)")
+    return DatasetStatus("lfw_faces", "embedded", path.stat().st_size, kind, True, ok, str(path), note)
+
+
+register("lfw_faces", load_lfw_faces, profile="embedded", status=lfw_faces_status,
          description="scikit-image's LFW subset: 200 real photographs, 25x25 grayscale, "
                      "face / non-face (bundled, sha256-checked)")
