@@ -12,7 +12,8 @@ What is written by hand below, because pooch lacks it:
   d2l) while sha256 comes from elsewhere, so every hash given is checked;
 * mirrors: the URLs are tried in order;
 * an offline error that names the dataset, the URLs, the exact cache path where a copy can
-  be put by hand, and the embedded alternative (pooch raises a bare ``requests`` error);
+  be put by hand, and the embedded alternative (pooch raises a bare ``requests`` error),
+  raised within a short connect timeout when there is no network;
 * ``download=False``: verify what is in the cache and never touch the network;
 * trust on first use, only for an archive whose publisher gives no hash at all: the hash of
   the first download is recorded next to it and enforced afterwards (callers also check
@@ -42,6 +43,10 @@ __all__ = ["data_home", "fetch", "extract", "verify", "file_hash", "check_archiv
            "DownloadError", "ChecksumError", "UnsafeArchiveError", "ArchiveError"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds :func:`fetch` waits for a connection by default: without a network the first
+#: download fails this fast (read at call time).
+CONNECT_TIMEOUT = 10.0
 
 #: Strongest first: the first hash given is the one pooch checks while downloading.
 HASH_ALGORITHMS = ("sha256", "sha1", "md5")
@@ -112,7 +117,8 @@ def _offline_message(dataset, fname, urls, dest, hashes, alternative, reason) ->
 def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None = None,
           sha1: str | None = None, md5: str | None = None, dataset: str | None = None,
           download: bool = True, alternative: str | None = None, timeout: float = 60.0,
-          progress: bool = True, trust_on_first_use: bool = False) -> Path:
+          progress: bool = True, trust_on_first_use: bool = False,
+          connect_timeout: float | None = None) -> Path:
     """Path to ``folder/fname``, verified against every hash given, downloading it first
     (from the first of ``urls`` that works) when it is missing or does not verify.
 
@@ -120,12 +126,18 @@ def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None =
     give none): then the sha256 of the first download is stored in ``fname.sha256`` and
     enforced from then on. A wrong cached file is deleted and fetched again; a download that
     fails (network, HTTP error, connection cut, hash mismatch, Ctrl-C) leaves no file behind.
+
+    ``timeout``: seconds a connected server may stay silent; ``connect_timeout`` (default
+    :data:`CONNECT_TIMEOUT`, at most ``timeout``): seconds to wait for a connection, so that without a network (a refused
+    connection, no route, or a firewall that drops packets) the first download fails within
+    seconds with the offline message, whatever the read timeout.
     """
     import pooch
     import requests
     from course_utils.progress import tqdm
 
     urls = [urls] if isinstance(urls, str) else list(urls)
+    connect = min(CONNECT_TIMEOUT if connect_timeout is None else connect_timeout, timeout)
     folder = Path(folder)
     dest = folder / fname
     hashes = _hashes(sha256, sha1, md5)
@@ -151,7 +163,8 @@ def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None =
     failures: list[tuple[type[Exception], str]] = []  # (error class it stands for, what happened)
     for url in urls:
         bar = tqdm(total=1, unit="B", unit_scale=True, desc=fname, leave=False) if progress else False
-        downloader = pooch.HTTPDownloader(progressbar=bar, timeout=timeout)
+        downloader = pooch.HTTPDownloader(progressbar=bar,
+                                          timeout=(connect, timeout))
         try:
             log.info("downloading %s from %s", fname, url)
             pooch.retrieve(url, known_hash=known, fname=fname, path=folder,

@@ -307,3 +307,44 @@ def test_served_archive_with_dotdot_member(server, tmp_path):
     with pytest.raises(dl.UnsafeArchiveError):
         dl.extract(path, tmp_path / "cache" / "dotdot")
     assert leftovers(tmp_path / "cache") == ["dotdot.zip"] and not (tmp_path / "escaped.txt").exists()
+
+
+class DroppingListener:
+    """A loopback port that behaves like a firewall dropping packets: a listener whose
+    accept queue is full (listen(0), filled, never accepted), so a new connection attempt
+    gets no answer and waits for the connect timeout."""
+
+    def __init__(self):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(0)
+        self.port = self.server.getsockname()[1]
+        self.fillers = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(c)
+        time.sleep(0.05)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self):
+        for c in self.fillers:
+            c.close()
+        self.server.close()
+
+
+def test_dropped_packets_fail_within_the_connect_timeout_not_the_read_timeout(tmp_path):
+    net = DroppingListener()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(dl.DownloadError, match="ConnectTimeout") as err:
+            dl.fetch("x.zip", net.url("/x.zip"), tmp_path / "c", sha256=sha256(GOOD), dataset="toy",
+                     timeout=60, connect_timeout=0.4, progress=False)
+        assert time.perf_counter() - t0 < 5
+    finally:
+        net.close()
+    assert net.url("/x.zip") in str(err.value) and str(tmp_path / "c" / "x.zip") in str(err.value)
+    assert leftovers(tmp_path / "c") == []
