@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.autograde import GiB, Limits, grade_assignment
-from course_utils.autograde.dask_backend import (ClusterLost, ClusterRefused,
+from course_utils.autograde.dask_backend import (ClusterRefused,
                                                  environment_versions, pending_path)
 from course_utils.bench.grade import add_submission, fixture_course, prepare_course
 
@@ -166,10 +166,13 @@ time.sleep(600)
 """
 
 
-def test_lost_scheduler_then_rerun_grades_only_the_rest(tmp_path, cluster):
+def test_lost_scheduler_then_rerun_grades_only_the_rest(tmp_path, cluster, capsys):
     """A scheduler (with its worker) in another process is killed while the second of
-    three submissions runs: ClusterLost, the first keeps its score, the list of the
-    other two is left; the next run grades just those two and removes the list."""
+    three submissions runs: course grade exits 3 saying so, the first keeps its score,
+    the list of the other two is left; the next run grades just those two and removes
+    the list."""
+    from course_utils.cli import main
+
     address, _ = cluster
     d = _course(tmp_path, "c", {"a": {}, "b": {"answers": {"mos_answer": SLOW.format(s=6)}},
                                 "c": {"answers": {"mos_answer": WRONG}}})
@@ -179,8 +182,9 @@ def test_lost_scheduler_then_rerun_grades_only_the_rest(tmp_path, cluster):
         remote = proc.stdout.readline().strip()
         assert remote.startswith("tcp://"), remote
         out = {}
-        t = threading.Thread(target=lambda: out.update(
-            error=pytest.raises(ClusterLost, _grade, d, scheduler=remote, workers=1)))
+        t = threading.Thread(target=lambda: out.update(rc=main(
+            ["grade", "ag1", "--course-dir", str(d), "--scheduler", remote, "--workers", "1",
+             "--no-feedback", "--timeout", "30", "--cell-timeout", "10"])))
         t.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (d / "autograded" / "b").exists():
@@ -192,9 +196,12 @@ def test_lost_scheduler_then_rerun_grades_only_the_rest(tmp_path, cluster):
     finally:
         proc.kill()
         proc.wait()
-    assert "lost the Dask scheduler" in str(out["error"].value)
-    assert _submissions(d).get("a") == 1
+    err = capsys.readouterr().err
     left = pending_path(d, "ag1")
+    assert out["rc"] == 3, err
+    assert f"lost the Dask scheduler {remote} while grading" in err
+    assert f"(2 submissions) are listed in {left}" in err and "run the same command" in err
+    assert _submissions(d).get("a") == 1
     assert left.exists() and "\"b\"" in left.read_text() and "\"a\"" not in left.read_text()
     rerun = _grade(d, scheduler=address)
     assert sorted(r.student for r in rerun.results) == ["b", "c"]
@@ -249,3 +256,18 @@ def test_unreachable_scheduler_and_bad_local_are_clear(tmp_path, capsys):
     rc = main(["grade", "ag1", "--course-dir", str(d), "--scheduler", "local:0"])
     assert rc == 2 and "local:N with N >= 1" in capsys.readouterr().err
     assert _submissions(d) == {}
+
+
+def test_task_refuses_on_a_worker_that_joined_after_the_check(monkeypatch):
+    """A worker the coordinator never checked (it joined later) checks its own versions
+    before running anything: other torch -> WorkerRefused naming torch, nothing run."""
+    from course_utils.autograde import dask_backend
+
+    monkeypatch.setattr(dask_backend, "_CHECKED", {})
+    ran = []
+    monkeypatch.setattr(dask_backend, "_worker_sandbox", lambda spec: ran.append(spec))
+    theirs = dict(environment_versions(), torch="0.0.1")
+    with pytest.raises(dask_backend.WorkerRefused, match=r"torch .* \(the coordinator has 0\.0\.1\)"):
+        dask_backend.run_task({}, None, "w", {"versions": theirs})
+    assert ran == []
+    assert dask_backend._CHECKED == environment_versions()  # remembered for later tasks

@@ -157,10 +157,22 @@ def _left(args) -> str:
     from .dask_backend import pending_path
 
     try:
-        return str(len(json.loads(pending_path(args.course_dir, args.assignment)
-                                  .read_text())["pending"]))
+        n = len(json.loads(pending_path(args.course_dir, args.assignment)
+                           .read_text())["pending"])
     except (OSError, ValueError, KeyError, TypeError):
-        return "ungraded"
+        return "submissions"
+    return f"{n} submission{'s' if n != 1 else ''}"
+
+
+def _quiet_dask() -> None:
+    """Dask's own loggers print tracebacks while its client tries to reconnect to a lost
+    scheduler; ``course grade`` says what happened and what to do instead (``-v`` keeps
+    them)."""
+    import distributed  # noqa: F401  (configures its loggers on import)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def cli_grade(args: argparse.Namespace) -> int:
@@ -189,6 +201,8 @@ def cli_grade(args: argparse.Namespace) -> int:
     from .dask_backend import SCHEDULER_ENV, ClusterLost, ClusterRefused, pending_path
 
     scheduler = getattr(args, "scheduler", None) or os.environ.get(SCHEDULER_ENV) or None
+    if scheduler and not getattr(args, "verbose", False):
+        _quiet_dask()
     binds = [p for p in os.environ.get(RO_BINDS_ENV, "").split(os.pathsep) if p]
     binds += list(getattr(args, "ro_bind", None) or [])
     try:
@@ -203,14 +217,14 @@ def cli_grade(args: argparse.Namespace) -> int:
                                    csv_path=args.csv, ro_binds=binds, scheduler=scheduler)
     except ClusterLost as exc:
         print(f"error: {exc}. Submissions graded so far keep their scores in the gradebook; "
-              f"the {_left(args)} others are listed in "
+              f"the submissions not graded yet ({_left(args)}) are listed in "
               f"{pending_path(args.course_dir, args.assignment)}: start the scheduler and "
               "its workers again and run the same command to grade only those.",
               file=sys.stderr)
         return 3
     except ClusterRefused as exc:
         left = pending_path(args.course_dir, args.assignment)
-        print(f"error: {exc}" + (f" (the {_left(args)} submissions not graded yet are listed "
+        print(f"error: {exc}" + (f" (the submissions not graded yet ({_left(args)}) are listed "
                                  f"in {left}; the same command grades only those)"
                                  if left.exists() else ""), file=sys.stderr)
         return 2

@@ -123,13 +123,14 @@ def _refusal(where: str, diffs: list[str]) -> str:
 
 def check_workers(client, expected: dict[str, str] | None = None) -> int:
     """Refuse the cluster unless every worker has ``expected`` (default: this machine's
-    :func:`environment_versions`); returns the number of task slots (worker threads)."""
+    :func:`environment_versions`); returns the number of task slots (worker threads).
+    Each worker remembers what it reported, for its tasks' own check."""
     expected = expected or environment_versions()
     info = client.scheduler_info(n_workers=-1)["workers"]
     if not info:
         raise ClusterRefused(f"the Dask scheduler {client.scheduler.address} has no workers; "
                              "start some ('dask worker ADDRESS') and grade again")
-    for address, got in sorted(client.run(environment_versions).items()):
+    for address, got in sorted(client.run(_checked_versions).items()):
         diffs = _differences(expected, got)
         if diffs:
             raise ClusterRefused(_refusal(address, diffs))
@@ -138,6 +139,18 @@ def check_workers(client, expected: dict[str, str] | None = None) -> int:
 
 # -- on the worker ------------------------------------------------------------------
 _BOXES: dict[str, Sandbox] = {}
+#: what this worker reported to the coordinator's check (empty: it joined later)
+_CHECKED: dict[str, str] = {}
+
+
+def _checked_versions() -> dict[str, str]:
+    """:func:`environment_versions`, remembered for :func:`run_task`: the coordinator's
+    figures and the worker's are taken at the same moment, so an edit to the sources
+    during a run (an editable install) does not refuse a worker that matched."""
+    found = environment_versions()
+    _CHECKED.clear()
+    _CHECKED.update(found)
+    return found
 _BOXES_LOCK = threading.Lock()
 
 
@@ -172,9 +185,8 @@ def run_task(job: dict, files: bytes | None, work_name: str, spec: dict) -> Sand
     a lost worker gives the same result."""
     from .sandbox import SandboxUnavailable
 
-    # Read afresh for every task (6 ms): the kernel imports course_utils from disk for
-    # each submission, so what counts is the installed files now, not at worker start.
-    diffs = _differences(spec["versions"], environment_versions())
+    # A worker that joined after the coordinator's check is checked at its first task.
+    diffs = _differences(spec["versions"], dict(_CHECKED) or _checked_versions())
     where = f"{_worker_address()} ({platform.node()})"
     if diffs:
         raise WorkerRefused(_refusal(where, diffs))
@@ -276,8 +288,10 @@ class ClusterSandbox:
             future.release()
 
     def _lost(self, exc=None) -> ClusterLost:
-        return ClusterLost(f"lost the Dask scheduler {self.client.scheduler.address}"
-                           + (f" ({type(exc).__name__}: {exc})" if exc else ""))
+        if exc is not None:
+            log.debug("lost the scheduler: %s: %s", type(exc).__name__, exc)
+        return ClusterLost(f"lost the Dask scheduler {self.client.scheduler.address} "
+                           "while grading")
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -293,6 +307,7 @@ class Cluster:
     client: object
     slots: int
     address: str
+    versions: dict
     local: object | None = None
 
     def close(self) -> None:
@@ -335,14 +350,16 @@ def open_cluster(scheduler: str) -> Cluster:
             local.close()
         raise ClusterRefused(f"cannot reach the Dask scheduler {address} ({exc}); start it "
                              f"('dask scheduler') or fix --scheduler / ${SCHEDULER_ENV}") from None
+    versions = environment_versions()
     try:
-        slots = check_workers(client)
+        slots = check_workers(client, versions)
     except BaseException:
         client.close()
         if local is not None:
             local.close()
         raise
-    return Cluster(client=client, slots=slots, address=address, local=local)
+    return Cluster(client=client, slots=slots, address=address, versions=versions,
+                   local=local)
 
 
 def pending_path(course_dir: Path, assignment: str) -> Path:

@@ -458,7 +458,7 @@ def grade_assignment(assignment: str, course_dir: str | os.PathLike = "assignmen
         workers = int(workers or cluster.slots)
         box = ClusterSandbox(cluster.client, limits, enabled=sandbox, ro_binds=ro_binds,
                              env=env, hidden=[course_dir, _sqlite_path(coursedir.db_url)
-                                              or course_dir])
+                                              or course_dir], versions=cluster.versions)
     else:
         workers = int(workers or os.cpu_count() or 1)
         if workers < 1:
