@@ -271,3 +271,20 @@ def test_task_refuses_on_a_worker_that_joined_after_the_check(monkeypatch):
         dask_backend.run_task({}, None, "w", {"versions": theirs})
     assert ran == []
     assert dask_backend._CHECKED == environment_versions()  # remembered for later tasks
+
+
+def test_bench_grade_on_the_cluster(cluster, capsys):
+    """course bench grade --scheduler: the cluster's ratios against serial nbgrader and
+    local course grade, the same scores, and the scaling note's two figures."""
+    import re
+
+    from course_utils.bench.grade import main
+
+    address, _ = cluster
+    assert main(["--copies", "2", "--scheduler", address]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"course grade on {re.escape(address)} \(2 worker threads\): +[\d.]+ s "
+                     r".*speed-up [\d.]+x vs serial nbgrader, [\d.]+x vs local course grade", out)
+    assert "cluster scores identical to nbgrader's for all 2 students: yes" in out
+    assert re.search(r"each submission costs [\d.]+ CPU-s in its sandbox \(on a worker\) and "
+                     r"[\d.]+ CPU-s on the coordinator", out)
