@@ -35,6 +35,14 @@ LIMITS = Limits(wall_seconds=30, cell_timeout=10, memory=1 * GiB, processes=64)
 WRONG = "def mean_of_squares(xs):\n    return 0.0\n"
 CRASH = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
 EXIT = "raise SystemExit(0)\n"
+# Looks for any gradebook or source/ folder it can see, and for the network.
+SNOOP = ("import os, socket\nfound = []\nfor root, dirs, files in os.walk('/'):\n"
+         "    if root.startswith(('/proc', '/sys', '/usr', '/dev')):\n        dirs[:] = []\n"
+         "    dirs[:] = [x for x in dirs if x not in ('.venv', '.pyenv', 'site-packages')]\n"
+         "    found += [os.path.join(root, f) for f in files if f == 'gradebook.db']\n"
+         "try:\n    socket.create_connection(('10.255.255.1', 80), timeout=1)\n"
+         "    net = 'open'\nexcept OSError:\n    net = 'blocked'\n"
+         "print('SNOOP', found, net)\n")
 SLOW = ("import time\ntime.sleep({s})\nimport numpy as np\ndef mean_of_squares(xs):\n"
         "    xs = np.asarray(xs, dtype=float)\n    return float(np.mean(xs ** 2))\n")
 
@@ -83,7 +91,8 @@ def test_cluster_scores_equal_local(tmp_path, cluster):
     address, client = cluster
     subs = {"honest": {}, "blank": {"base": "release"},
             "wrong": {"answers": {"mos_answer": WRONG}}, "crash": {"answers": {"mos_answer": CRASH}},
-            "exits": {"answers": {"mos_answer": EXIT}}, "dropped": {"edit": _drop_test}}
+            "exits": {"answers": {"mos_answer": EXIT}}, "dropped": {"edit": _drop_test},
+            "snoop": {"answers": {"mos_answer": SNOOP}}}
     local = _grade(_course(tmp_path, "local", subs), workers=2)
     pids = _pids(client)
     d = _course(tmp_path, "cluster", subs)
@@ -94,6 +103,8 @@ def test_cluster_scores_equal_local(tmp_path, cluster):
     assert got["honest"][0] == 3 and got["blank"][0] == 0 and got["wrong"][0] == 1
     assert "kernel-died" in got["crash"][1] and got["crash"][0] == 1  # test_add ran first
     assert _pids(client) == pids, "a worker restarted while grading"
+    graded = (d / "autograded" / "snoop" / "ag1" / "ag1.ipynb").read_text()
+    assert "SNOOP [] blocked" in graded  # the worker's sandbox hides and cuts the same
     assert _submissions(d) == dict.fromkeys(subs, 1)
     assert not pending_path(d, "ag1").exists()
 
