@@ -299,3 +299,18 @@ def test_bench_grade_on_the_cluster(cluster, capsys):
     assert "cluster scores identical to nbgrader's for all 2 students: yes" in out
     assert re.search(r"each submission costs [\d.]+ CPU-s in its sandbox \(on a worker\) and "
                      r"[\d.]+ CPU-s on the coordinator", out)
+
+
+def test_scheduler_without_workers_is_refused(tmp_path, monkeypatch):
+    """A scheduler that never gets a worker: refused after the wait, nothing graded."""
+    from distributed import LocalCluster
+
+    from course_utils.autograde import dask_backend
+
+    monkeypatch.setattr(dask_backend, "WAIT_FOR_WORKERS", 1)
+    d = _course(tmp_path, "c", {"good": {}})
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=":0") as empty:
+        with pytest.raises(ClusterRefused, match="has had no workers for 1 s; start some"):
+            _grade(d, scheduler=empty.scheduler_address)
+    assert _submissions(d) == {}

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 #: ``course grade`` uses this scheduler when ``--scheduler`` is not given.
 SCHEDULER_ENV = "COURSE_GRADE_SCHEDULER"
 
+#: seconds to wait for a scheduler's first worker
+WAIT_FOR_WORKERS = 60
+
 # (what the message calls it, the distributions that provide it)
 _PACKAGES = (("nbgrader", ("nbgrader",)), ("torch", ("torch",)),
              ("tensorflow", ("tensorflow", "tensorflow-cpu", "tensorflow-intel")))
@@ -126,10 +129,13 @@ def check_workers(client, expected: dict[str, str] | None = None) -> int:
     :func:`environment_versions`); returns the number of task slots (worker threads).
     Each worker remembers what it reported, for its tasks' own check."""
     expected = expected or environment_versions()
+    try:  # batch-system workers may still be queued: wait a little for the first one
+        client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS)
+    except TimeoutError:
+        raise ClusterRefused(f"the Dask scheduler {client.scheduler.address} has had no "
+                             f"workers for {WAIT_FOR_WORKERS} s; start some ('dask worker "
+                             "ADDRESS', or scale your cluster) and grade again") from None
     info = client.scheduler_info(n_workers=-1)["workers"]
-    if not info:
-        raise ClusterRefused(f"the Dask scheduler {client.scheduler.address} has no workers; "
-                             "start some ('dask worker ADDRESS') and grade again")
     for address, got in sorted(client.run(_checked_versions).items()):
         diffs = _differences(expected, got)
         if diffs:
@@ -139,6 +145,7 @@ def check_workers(client, expected: dict[str, str] | None = None) -> int:
 
 # -- on the worker ------------------------------------------------------------------
 _BOXES: dict[str, Sandbox] = {}
+_BOXES_LOCK = threading.Lock()
 #: what this worker reported to the coordinator's check (empty: it joined later)
 _CHECKED: dict[str, str] = {}
 
@@ -151,7 +158,6 @@ def _checked_versions() -> dict[str, str]:
     _CHECKED.clear()
     _CHECKED.update(found)
     return found
-_BOXES_LOCK = threading.Lock()
 
 
 def _worker_sandbox(spec: dict) -> Sandbox:
@@ -181,8 +187,8 @@ def _nthreads() -> int:
 
 def run_task(job: dict, files: bytes | None, work_name: str, spec: dict) -> SandboxRun:
     """The Dask task: check this worker, unpack the submission's files and run the
-    notebook in this machine's sandbox.  Pure function of its inputs, so a rerun after
-    a lost worker gives the same result."""
+    notebook in this machine's sandbox.  It writes nothing outside its temporary folder
+    and the sandbox, so a rerun after a lost worker starts from the same state."""
     from .sandbox import SandboxUnavailable
 
     # A worker that joined after the coordinator's check is checked at its first task.
