@@ -16,7 +16,8 @@ PROFILES = ("smoke", "embedded", "full")
 
 _SUBMODULES = {
     "bench", "checkpoint", "cli", "curves", "distributed", "data", "device", "download", "experiments", "features",
-    "grading", "history", "keras", "models", "plots", "progress", "results", "runner", "train",
+    "grading", "history", "keras", "models", "plots", "progress", "results", "runner", "threads",
+    "train",
     "autograde",
     # the framework-neutral core both halves share (see docs/architecture.md)
     "architectures", "atomic", "factory", "feature_cache", "fingerprint", "preprocessing", "seeding",

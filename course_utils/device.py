@@ -21,9 +21,12 @@ import torch
 from torch import nn
 
 from course_utils.seeding import seed_python_numpy
+# thread settings for a shared CPU live in the framework-neutral course_utils.threads (course
+# run gives them to its kernels without importing torch); they are part of this API too
+from course_utils.threads import available_cpus, thread_env
 
 __all__ = ["ENV_VAR", "get_device", "describe_device", "seed_everything", "autocast",
-           "amp_dtype", "to_channels_last"]
+           "amp_dtype", "to_channels_last", "available_cpus", "thread_env"]
 
 log = logging.getLogger(__name__)
 

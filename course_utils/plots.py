@@ -68,8 +68,10 @@ def _axes_description(ax) -> str | None:
     elif ax.patches and not ax.lines:
         kind = "bar chart"
     text = f"{kind} '{title}'" if title else kind
-    if kind != "image" and (x or y):
-        text += f" of {y or 'values'} against {x or 'x'}"
+    if kind != "image" and x:
+        text += f" of {y or 'values'} against {x}"
+    elif kind != "image" and y:
+        text += f" of {y}"
     return text
 
 

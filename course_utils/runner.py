@@ -187,6 +187,11 @@ def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
                   "COURSE_PROGRESS": os.environ.get("COURSE_PROGRESS") or "final",
                   "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                   "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # and the kernel's OpenMP threads sleep rather than spin while idle, sized to the CPUs
+    # we may use (course_utils.threads), unless the caller's environment says otherwise
+    from course_utils.threads import thread_env
+
+    kernel_env.update({k: v for k, v in thread_env().items() if k not in os.environ})
     env_before = {k: os.environ.get(k) for k in kernel_env}
     os.environ.update(kernel_env)
     try:

@@ -15,4 +15,6 @@ BENCHMARKS = {
     "train": ("course_utils.bench.train", "fit() vs a plain loop; cached features vs frozen backbone; FLOP/s"),
     "keras": ("course_utils.bench.keras", "Keras vs PyTorch images/s on the same small CNN"),
     "grade": ("course_utils.bench.grade", "parallel sandboxed grading vs nbgrader's serial autograde"),
+    "contention": ("course_utils.bench.contention",
+                   "training alone vs beside a CPU-bound process (slowdown ratio)"),
 }

@@ -1,0 +1,55 @@
+"""Thread settings for a shared CPU, and ``course bench contention`` that measures them."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import nbformat
+import pytest
+
+from course_utils import threads
+from course_utils.runner import run_notebook
+
+
+def test_thread_env_sleeps_idle_threads_and_counts_the_cpus_we_may_use():
+    env = threads.thread_env()
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert threads.available_cpus() == n
+    assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == str(n)
+    assert threads.thread_env(3)["OMP_NUM_THREADS"] == "3"
+
+
+def test_course_run_kernels_get_the_thread_settings_unless_the_caller_set_them(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the caller's choice wins
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os\nprint(os.environ['OMP_WAIT_POLICY'], "
+                                          "os.environ['OMP_NUM_THREADS'])")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, str(tmp_path / "env.ipynb"))
+    result = run_notebook(tmp_path / "env.ipynb", tmp_path / "out" / "env.ipynb",
+                          progress_bar=False)
+    executed = nbformat.read(str(result.output), as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert printed.strip() == "PASSIVE 1"
+    assert "OMP_WAIT_POLICY" not in os.environ  # the runner restores its own environment
+
+
+@pytest.mark.slow
+def test_bench_contention_prints_its_ratio(course_bin, fashion, tmp_path):
+    out = tmp_path / "c.json"
+    proc = subprocess.run([str(course_bin), "bench", "contention", "--images", "64",
+                           "--epochs", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "slowdown" in proc.stdout and "OMP_WAIT_POLICY" in proc.stdout, proc.stdout
+    import json
+
+    figures = json.loads(out.read_text())
+    assert figures["ratio"] == pytest.approx(figures["beside_s"] / figures["alone_s"])
+    assert figures["settings"]["OMP_WAIT_POLICY"] == "PASSIVE"
