@@ -12,6 +12,8 @@ from course_utils import plots
 from course_utils.history import History
 from course_utils.runner import render_html, run_notebook
 
+from _notebooks import write_notebook  # tests/_notebooks.py
+
 
 def test_any_figure_is_described_from_its_titles_and_labels():
     fig, (a, b) = plt.subplots(1, 2)
@@ -44,8 +46,7 @@ def test_course_plots_say_what_they_show_and_describe_overrides():
 
 
 def test_executed_notebook_pages_give_every_figure_its_alt_text(tmp_path, caplog):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
+    write_notebook(tmp_path / "figs.ipynb", [
         nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
                                   metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
@@ -55,10 +56,7 @@ def test_executed_notebook_pages_give_every_figure_its_alt_text(tmp_path, caplog
             "ax.set_xlabel('epoch')\nax.set_ylabel('loss')\nplt.show()"),
         nbformat.v4.new_code_cell(
             "plots.image_grid(np.random.rand(3, 8, 8), labels=[0, 1, 2], classes=['a', 'b', 'c'])"),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, str(tmp_path / "figs.ipynb"))
+    ])
     result = run_notebook(tmp_path / "figs.ipynb", tmp_path / "out" / "figs.ipynb",
                           progress_bar=False)
     executed = nbformat.read(str(result.output), as_version=4)

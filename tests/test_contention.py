@@ -10,6 +10,8 @@ import pytest
 from course_utils import threads
 from course_utils.runner import run_notebook
 
+from _notebooks import write_notebook  # tests/_notebooks.py
+
 
 def test_thread_env_sleeps_idle_threads_and_counts_the_cpus_we_may_use():
     env = threads.thread_env()
@@ -24,14 +26,11 @@ def test_course_run_kernels_get_the_thread_settings_unless_the_caller_set_them(
         tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the caller's choice wins
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
-                                          metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("import os\nprint(os.environ['OMP_WAIT_POLICY'], "
-                                          "os.environ['OMP_NUM_THREADS'])")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, str(tmp_path / "env.ipynb"))
+    write_notebook(tmp_path / "env.ipynb", [
+        nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os\nprint(os.environ['OMP_WAIT_POLICY'], "
+                                  "os.environ['OMP_NUM_THREADS'])")])
     result = run_notebook(tmp_path / "env.ipynb", tmp_path / "out" / "env.ipynb",
                           progress_bar=False)
     executed = nbformat.read(str(result.output), as_version=4)

@@ -8,6 +8,8 @@ import numpy as np
 
 from course_utils import curves, progress
 
+from _notebooks import write_notebook  # tests/_notebooks.py
+
 
 def _score(x_tr, y_tr, x_val, y_val, seed):
     return 0.1, 0.2
@@ -60,8 +62,7 @@ def _progress_lines(cell) -> int:
 
 
 def test_course_run_keeps_a_few_progress_lines_per_cell(course_bin, tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
+    write_notebook(tmp_path / "bars.ipynb", [
         nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
                                   metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(  # ten trainings with an epoch bar and a transient batch bar
@@ -75,10 +76,7 @@ def test_course_run_keeps_a_few_progress_lines_per_cell(course_bin, tmp_path):
             "lc = curves.learning_curve(lambda *a: (0.1, 0.2), np.zeros((40, 2)),\n"
             "                           np.repeat([0, 1], 20), sizes=[4, 8], seeds=[0, 1])\n"
             "print('done')"),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, str(tmp_path / "bars.ipynb"))
+    ])
     proc = subprocess.run([str(course_bin), "run", str(tmp_path / "bars.ipynb"), "--profile",
                            "smoke", "--out", str(tmp_path / "out"), "--no-html"],
                           capture_output=True, text=True, timeout=300)

@@ -82,16 +82,13 @@ def _timed_notebook(path: Path, sleeps: list[float]) -> Path:
     markdown cell sits between them so the cell numbers count it, as NotebookFailure does)."""
     import nbformat
 
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
-                                              metadata={"tags": ["parameters"]}))
-    nb.cells.append(nbformat.v4.new_markdown_cell("Timed cells follow."))
-    for s in sleeps:
-        nb.cells.append(nbformat.v4.new_code_cell(f"import time\ntime.sleep({s})"))
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, str(path))
-    return path
+    from _notebooks import write_notebook  # tests/_notebooks.py
+
+    return write_notebook(path, [
+        nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_markdown_cell("Timed cells follow."),
+        *[nbformat.v4.new_code_cell(f"import time\ntime.sleep({s})") for s in sleeps]])
 
 
 def test_slowest_cell_is_measured_and_numbered_as_in_the_source(tmp_path):
