@@ -40,6 +40,8 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course_utils.threads import thread_env
+
 __all__ = ["Limits", "Sandbox", "SandboxRun", "SandboxUnavailable", "GradingCancelled",
            "find_bwrap", "GiB", "MiB"]
 
@@ -400,11 +402,14 @@ class Sandbox:
             "JUPYTER_CONFIG_DIR": f"{home}/.jupyter", "JUPYTER_PLATFORM_DIRS": "1",
             "IPYTHONDIR": f"{home}/.ipython",
             "NBGRADER_EXECUTION": "autograde",
-            "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads, "NUMEXPR_NUM_THREADS": threads,
-            "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": threads,
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
+        # Several sandboxes share the cores (one per worker): the course's shared-CPU settings
+        # (passive OpenMP waiting, intra-op pools sized to this sandbox's share).
+        env.update(thread_env(int(threads)))
         env.update(self.extra_env)
         return env
 
