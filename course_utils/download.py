@@ -10,7 +10,9 @@ What is written by hand below, because pooch lacks it:
 
 * several hashes per file: pooch checks one; anchors publish md5 or sha1 (torchvision,
   d2l) while sha256 comes from elsewhere, so every hash given is checked;
-* mirrors: the URLs are tried in order;
+* mirrors: the URLs are tried in order, after the course's own mirror when ``$COURSE_MIRROR``
+  is set (an instructor's copy of a filled cache, for labs without internet; see
+  :func:`mirror_source`);
 * an offline error that names the dataset, the URLs, the exact cache path where a copy can
   be put by hand, and the embedded alternative (pooch raises a bare ``requests`` error),
   raised within a short connect timeout when there is no network;
@@ -31,15 +33,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from course_utils.atomic import atomic_dir, atomic_write_text
+from course_utils.atomic import atomic_dir, atomic_path, atomic_write_text
 
 __all__ = ["data_home", "fetch", "extract", "verify", "file_hash", "check_archive_members",
+           "mirror_source", "MIRROR_ENV",
            "DownloadError", "ChecksumError", "UnsafeArchiveError", "ArchiveError"]
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,35 @@ def data_home(sub: str | None = None) -> Path:
     """Cache root: ``$COURSE_DATA`` if set, else ``~/.cache/course_utils`` (optionally ``/sub``)."""
     root = Path(os.environ.get("COURSE_DATA") or Path.home() / ".cache" / "course_utils").expanduser()
     return root / sub if sub else root
+
+
+#: Environment variable naming the course's mirror: a copy of a filled ``$COURSE_DATA`` tree,
+#: served over HTTP (``http://lab-server:8000``) or reachable as a folder (an NFS mount).
+MIRROR_ENV = "COURSE_MIRROR"
+
+
+def mirror_source(dest) -> str | Path | None:
+    """Where ``$COURSE_MIRROR`` holds the file that :func:`fetch` would put at ``dest``, or
+    None when the variable is unset.
+
+    The mirror has the cache's own layout: ``dest``'s path below :func:`data_home` (for example
+    ``hotdog/downloads/hotdog.zip``), so an instructor fills a cache once with ``course data
+    NAME`` on a connected machine and serves that folder as it is (``python -m http.server -d
+    ~/.cache/course_utils``) or mounts it. Returns a URL string for an ``http(s)://`` mirror, a
+    :class:`~pathlib.Path` for a folder. Whatever comes from the mirror is checked against the
+    same hashes as a download from the origin.
+    """
+    base = os.environ.get(MIRROR_ENV, "").strip()
+    if not base:
+        return None
+    dest = Path(dest).resolve()
+    try:
+        rel = dest.relative_to(data_home().resolve())
+    except ValueError:  # a cache outside $COURSE_DATA: the mirror holds the bare file name
+        rel = Path(dest.name)
+    if "://" in base:
+        return base.rstrip("/") + "/" + rel.as_posix()
+    return Path(base).expanduser() / rel
 
 
 def file_hash(path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
@@ -161,6 +194,13 @@ def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None =
     primary = next(iter(hashes.items()), None)
     known = f"{primary[0]}:{primary[1]}" if primary else None
     failures: list[tuple[type[Exception], str]] = []  # (error class it stands for, what happened)
+    mirror = mirror_source(dest)
+    if isinstance(mirror, Path):  # a folder: copy, checked like a download
+        if _copy_from_folder(mirror, dest, hashes, failures):
+            _record_first_use(dest, hashes, fname)
+            return dest
+    elif mirror is not None:      # an HTTP mirror goes before the origin
+        urls = [mirror, *urls]
     for url in urls:
         bar = tqdm(total=1, unit="B", unit_scale=True, desc=fname, leave=False) if progress else False
         downloader = pooch.HTTPDownloader(progressbar=bar,
@@ -184,17 +224,41 @@ def fetch(fname: str, urls: str | Sequence[str], folder, *, sha256: str | None =
             dest.unlink(missing_ok=True)
             failures.append((ChecksumError, f"{url}: {exc}"))
             continue
-        if not hashes:
-            digest = file_hash(dest)
-            atomic_write_text(_tofu_file(dest), f"{digest}  {fname}\n")
-            log.warning("%s has no published checksum; recorded sha256 %s of this first "
-                        "download in %s and will enforce it from now on", fname, digest,
-                        _tofu_file(dest))
+        _record_first_use(dest, hashes, fname)
         return dest
     reason = "every download failed:\n    " + "\n    ".join(text for _, text in failures)
     # every mirror served the wrong bytes: a checksum problem, not a network one
     error = ChecksumError if all(kind is ChecksumError for kind, _ in failures) else DownloadError
     raise error(_offline_message(dataset, fname, urls, dest, hashes, alternative, reason))
+
+
+def _copy_from_folder(source: Path, dest: Path, hashes: dict, failures: list) -> bool:
+    """Copy a folder mirror's file to ``dest`` (atomically) if it is there and verifies;
+    otherwise note why in ``failures`` and leave ``dest`` absent."""
+    if not source.is_file():
+        failures.append((DownloadError, f"{source}: not in the mirror (${MIRROR_ENV})"))
+        return False
+    try:
+        verify(source, **hashes)
+    except ChecksumError as exc:
+        failures.append((ChecksumError, f"{source} (${MIRROR_ENV}): {exc}"))
+        return False
+    log.info("copying %s from the mirror %s", dest.name, source)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
+        verify(tmp, **hashes)  # the copy itself, should the mirror change under us
+    return True
+
+
+def _record_first_use(dest: Path, hashes: dict, fname: str) -> None:
+    """Trust on first use: without a published hash, remember the first copy's sha256."""
+    if hashes:
+        return
+    digest = file_hash(dest)
+    atomic_write_text(_tofu_file(dest), f"{digest}  {fname}\n")
+    log.warning("%s has no published checksum; recorded sha256 %s of this first "
+                "download in %s and will enforce it from now on", fname, digest,
+                _tofu_file(dest))
 
 
 # --------------------------------------------------------------------------- extraction

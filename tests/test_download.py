@@ -348,3 +348,44 @@ def test_dropped_packets_fail_within_the_connect_timeout_not_the_read_timeout(tm
         net.close()
     assert net.url("/x.zip") in str(err.value) and str(tmp_path / "c" / "x.zip") in str(err.value)
     assert leftovers(tmp_path / "c") == []
+
+
+def _closed_port_url(path: str) -> str:
+    with socket.socket() as s:  # a port on which nothing listens: the origin is "offline"
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}{path}"
+
+
+def test_http_mirror_serves_the_cache_layout_before_the_origin(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "cache"))
+    server.add("/course/hotdog/downloads/hotdog.zip", GOOD)
+    monkeypatch.setenv(dl.MIRROR_ENV, server.url("/course/"))
+    folder = dl.data_home("hotdog") / "downloads"
+    path = dl.fetch("hotdog.zip", _closed_port_url("/hotdog.zip"), folder, sha256=sha256(GOOD),
+                    dataset="hotdog", progress=False)
+    assert path.read_bytes() == GOOD and leftovers(folder) == ["hotdog.zip"]
+
+
+def test_folder_mirror_is_copied_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "cache"))
+    mirror = tmp_path / "nfs"
+    (mirror / "hotdog" / "downloads").mkdir(parents=True)
+    (mirror / "hotdog" / "downloads" / "hotdog.zip").write_bytes(GOOD)
+    monkeypatch.setenv(dl.MIRROR_ENV, str(mirror))
+    folder = dl.data_home("hotdog") / "downloads"
+    origin = _closed_port_url("/hotdog.zip")
+    path = dl.fetch("hotdog.zip", origin, folder, sha256=sha256(GOOD), progress=False)
+    assert path.read_bytes() == GOOD and leftovers(folder) == ["hotdog.zip"]
+    # a damaged copy in the mirror is never cached; the error names the mirror's file
+    path.unlink()
+    (mirror / "hotdog" / "downloads" / "hotdog.zip").write_bytes(GOOD[:-5])
+    with pytest.raises(dl.DownloadError) as err:
+        dl.fetch("hotdog.zip", origin, folder, sha256=sha256(GOOD), dataset="hotdog",
+                 progress=False)
+    assert str(mirror / "hotdog" / "downloads" / "hotdog.zip") in str(err.value)
+    assert leftovers(folder) == []
+    # a file the mirror lacks: the error says so, and the origin was still tried
+    monkeypatch.setenv(dl.MIRROR_ENV, str(tmp_path / "empty"))
+    with pytest.raises(dl.DownloadError, match="not in the mirror") as err:
+        dl.fetch("hotdog.zip", origin, folder, sha256=sha256(GOOD), progress=False)
+    assert origin in str(err.value)
