@@ -191,3 +191,27 @@ def test_flowers_style_preparation_builds_imagefolder_tree(server, tmp_path, mon
     assert d.meta["val_indices"] == [2, 3]
     np.testing.assert_array_equal(d.x_train[d.y_train == 0][:, 4, 4], [[200, 0, 0]] * 2)
     assert not list((tmp_path / "cache" / "toy_flowers").glob(".*"))  # no temporary folders left
+
+
+def _tiny_hotdog_tree(root):
+    """hotdog's real extracted layout ($COURSE_DATA/hotdog/images/hotdog/{train,test}/<class>),
+    two images per class instead of 1,000 / 400."""
+    for split in ("train", "test"):
+        for cls, color in (("hotdog", (200, 60, 30)), ("not-hotdog", (30, 200, 60))):
+            folder = root / "hotdog" / "images" / "hotdog" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(2):
+                (folder / f"{i}.png").write_bytes(png(color))
+
+
+def test_fixture_trees_load_only_through_the_explicit_test_hook(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    monkeypatch.delenv(folders.FIXTURE_ENV, raising=False)
+    _tiny_hotdog_tree(tmp_path)
+    with pytest.raises(ValueError, match="expected .*'hotdog': 1000"):  # the default: real counts
+        data.load("hotdog", download=False, progress=False)
+    monkeypatch.setenv(folders.FIXTURE_ENV, "1")
+    with caplog.at_level(logging.WARNING, logger="course_utils.data.folders"):
+        ds = data.load("hotdog", download=False, size=32, progress=False)
+    assert ds.x_train.shape == (4, 32, 32, 3) and ds.classes == ("hotdog", "not-hotdog")
+    assert folders.FIXTURE_ENV in caplog.text
