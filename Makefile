@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make course   -> builds .venv, provides Fashion-MNIST, runs the notebook series (embedded, offline)
+#                    and builds the course site in build/site/
 #   make test     -> builds .venv and runs the whole test suite
 # Also: make lab (JupyterLab with the course kernel), make bench (benchmarks),
 #   make classroom (as root: the course's JupyterHub on localhost with demo accounts).
@@ -46,13 +47,16 @@ system-deps:
 data: venv system-deps
 	$(BIN)/course data fashion_mnist
 
+# Last step: the course site (front page, previous/next, search) from the executed notebooks,
+# built offline by `course site` into $(OUT)/site/.
 course: data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/course run --profile $(PROFILE) --out $(OUT) \
 	  $(if $(MAX_CELL_SECONDS),--max-cell-seconds $(MAX_CELL_SECONDS))
 	@if [ "$(PROFILE)" = embedded ]; then \
 	  echo "Checking the results the course claims (tests/test_embedded_results.py)"; \
 	  COURSE_RESULTS_DIR=$(OUT) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_embedded_results.py; fi
-	@echo "Done: open $(OUT)/index.html"
+	$(BIN)/course site --build $(OUT)
+	@echo "Done: open $(OUT)/site/index.html (the course site; $(OUT)/index.html lists the plain pages)"
 
 # The classroom (deploy/jupyterhub): JupyterHub comes with the venv (pyproject.toml), the proxy
 # from npm into $(HUB_DIR)/node_modules (npm ci: the versions in package-lock.json).

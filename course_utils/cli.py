@@ -1,4 +1,4 @@
-"""The ``course`` command: run the notebook series, fetch data, benchmark, grade.
+"""The ``course`` command: run the notebook series, build its site, fetch data, benchmark, grade.
 
 Sub-commands import their heavy dependencies lazily so that ``course --help`` is instant.
 """
@@ -41,6 +41,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("\nFAILED: cell(s) over the time limit:\n  " + "\n  ".join(slow),
                   file=sys.stderr)
             return 1
+    return 0
+
+
+def _cmd_site(args: argparse.Namespace) -> int:
+    from course_utils.site import build_site
+
+    try:
+        site = build_site(args.build, args.out)
+    except (FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for warning in site.warnings:
+        print(f"sphinx: {warning}", file=sys.stderr)
+    print(f"Site: {len(site.notebooks)} notebook(s), {len(site.pages)} pages in "
+          f"{site.seconds:.1f} s. Open {site.index} in a browser.")
+    if site.external:
+        print("error: the site would load from the network (it must open offline):\n  "
+              + "\n  ".join(site.external), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -138,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "runs to the end so every slow cell is named (make course: 60 on embedded)")
     run.add_argument("--no-html", action="store_true", help="skip the HTML rendering")
     run.set_defaults(func=_cmd_run)
+
+    site = sub.add_parser(
+        "site", help="build the course site (front page, navigation, search) from a run",
+        description="Build a static site from the executed notebooks of `course run` (Sphinx, "
+        "myst-nb, sphinx-book-theme; nothing is executed, nothing is downloaded). "
+        "make course does this last.")
+    site.add_argument("--build", default="build",
+                      help="folder of executed NN_*.ipynb notebooks (course run --out)")
+    site.add_argument("--out", default=None, help="where the site goes (default: BUILD/site)")
+    site.set_defaults(func=_cmd_site)
 
     dat = sub.add_parser("data", help="make datasets available (verified download if needed)")
     dat.add_argument("names", nargs="*", help="dataset names, e.g. fashion_mnist")
