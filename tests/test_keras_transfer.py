@@ -99,32 +99,6 @@ def test_training_without_recompiling_fails_loudly(transfer_model, tiny_data):
         ck.fit(transfer_model, loader, epochs=1, progress=False)
 
 
-def _bn_base():
-    inputs = keras.Input((4,))
-    x = keras.layers.Dense(3, name="dense")(inputs)
-    return keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(x), name="base")
-
-
-def test_recorded_training_false_is_overridden_by_keras_but_not_by_our_wrapper():
-    """Why build_transfer_model wraps the base: in Keras 3 a nested model called with
-    training=False while the functional graph is built still runs in training mode under
-    fit(). If this test starts failing on the first assertion, Keras has changed that."""
-    rng = np.random.default_rng(0)
-    x, y = (rng.normal(size=(32, 4)) * 5).astype(np.float32), np.zeros(32, np.int64)
-    moved = {}
-    for how in ("plain", "wrapped"):
-        keras.utils.set_random_seed(0)
-        base = _bn_base()
-        inputs = keras.Input((4,))
-        h = base(inputs, training=False) if how == "plain" else ck.CallWithTraining(base, False)(inputs)
-        model = keras.Model(inputs, keras.layers.Dense(2)(h))
-        ck.compile_model(model, lr=1e-2)
-        before = base.get_layer("bn").moving_mean.numpy().copy()
-        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
-        moved[how] = not np.array_equal(before, base.get_layer("bn").moving_mean.numpy())
-    assert moved == {"plain": True, "wrapped": False}
-
-
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside Keras
 def test_transfer_model_round_trips_through_keras_save(transfer_model, tmp_path, tiny_data):
     x = tiny_data[0][:4, ..., None].astype(np.float32) / 255
@@ -149,3 +123,26 @@ def test_copy_weights_keeps_the_new_head():
     np.testing.assert_array_equal(target.get_layer("classifier").kernel.numpy(), head)
     with pytest.raises(ValueError, match="classifier.*exclude"):
         ck.copy_weights(source, ck.create_model("small_cnn", num_classes=3), exclude=())
+
+
+def _tiny_vgg(size):
+    """A VGG-style network in miniature: convolutions, then Flatten + Dense (VGG16's top)."""
+    return keras.Sequential([keras.Input((size, size, 3)),
+                             keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+                             keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                             keras.layers.Dense(10)], name="tiny_vgg")
+
+
+def test_a_global_pooling_top_takes_other_sizes_a_flatten_top_does_not():
+    """Notebook 04 section 1: Lite0 *with* its ImageNet top runs at 224 and at 128 pixels
+    (global average pooling gives the Dense layer 1280 numbers at any size); a Flatten-headed
+    network built for 32 pixels refuses 64."""
+    lite = ck.create_model("efficientnet_lite0", weights="imagenet")
+    assert lite.input_shape == (None, 224, 224, 3) and lite.layers[-1].name == "predictions"
+    for size in (224, 128):
+        x = np.full((1, size, size, 3), 0.5, np.float32)
+        assert lite.predict(x, verbose=0).shape == (1, 1000)
+    vgg = _tiny_vgg(32)
+    assert tuple(vgg(np.zeros((1, 32, 32, 3), np.float32)).shape) == (1, 10)
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 2048"):
+        vgg(np.zeros((1, 64, 64, 3), np.float32))

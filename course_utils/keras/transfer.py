@@ -10,15 +10,17 @@ The recipe (Keras "Transfer learning & fine-tuning" guide)::
 
 Two Keras rules this module takes care of:
 
-* The base runs in inference mode (``training=False``): its BatchNorm layers use and keep
-  their moving statistics even after they are unfrozen, so a few epochs on a small dataset
-  cannot wreck the statistics learned on ImageNet; only ``gamma``/``beta`` (and the
-  convolutions) train. The guide writes ``base(x, training=False)`` while building the
-  functional model, but in Keras 3 (checked on 3.15) that recorded ``training=False`` is
-  overridden when the outer model runs with ``training=True`` — ``fit`` then updates every
-  unfrozen BatchNorm's statistics. :func:`build_transfer_model` therefore wraps the base in
-  :class:`CallWithTraining`, which passes ``training=False`` when the model *runs*, and the
-  tests check that an epoch leaves every moving mean and variance unchanged.
+* BatchNorm moving statistics stay those of the pretraining. The guide writes
+  ``base(x, training=False)`` while building the functional model, but in Keras 3 (checked on
+  3.15; keras-team/keras#20285) that recorded ``training=False`` is overridden when the outer
+  model runs with ``training=True``: ``fit`` updates the statistics of every BatchNorm layer
+  that is ``trainable``. Two things do keep them still, and notebook 04 section 7 measures
+  both: the BatchNorm layer's own ``trainable=False`` (a non-trainable BatchNorm always runs in
+  inference mode; ``unfreeze_top(..., freeze_batchnorm=True)``, the rule of assignment A4), and
+  :class:`CallWithTraining`, the wrapper :func:`build_transfer_model` puts around the base,
+  which passes ``training=False`` when the model *runs* (then ``gamma``/``beta`` of an unfrozen
+  BatchNorm still train, its statistics do not). ``tests/test_keras_bn_lesson.py`` pins all
+  three behaviours.
 * ``trainable`` changes take effect at ``compile()``: :func:`unfreeze_top` and
   :func:`freeze_base` recompile (keeping the loss and metrics, with the new learning rate);
   with ``recompile=False`` the model is marked uncompiled, so training it before
@@ -234,10 +236,20 @@ def unfreeze_top(model, n_layers: int | None = None, *, from_layer: str | None =
     ``small_cnn``), the model's own layers are used.
 
     ``lr`` (default 1e-5, the guide's fine-tuning rate) is the learning rate of the
-    recompiled model; the loss, metrics and optimizer kind are kept. ``freeze_batchnorm``
-    keeps the unfrozen BatchNorm layers' gamma/beta fixed too (the Keras EfficientNet
-    example does this). ``recompile=False`` leaves compiling to you: until you do, training
-    raises (see the module docstring). Returns the model.
+    recompiled model; the loss, metrics and optimizer kind are kept.
+
+    ``freeze_batchnorm=True`` leaves every BatchNormalization layer of the base
+    ``trainable=False``, also those among the unfrozen top (as the Keras EfficientNet
+    fine-tuning example and assignment A4 do). A non-trainable BatchNorm runs in inference
+    mode whatever ``fit`` passes, so its moving statistics stay bit-identical and its
+    ``gamma``/``beta`` stay fixed; this is the fix that works in any Keras model, because
+    ``base(x, training=False)`` alone does not hold under ``fit`` in Keras 3 (module
+    docstring). With ``False`` (the default) the unfrozen BatchNorm layers train: their
+    ``gamma``/``beta`` always, their statistics too unless the base runs inside
+    :class:`CallWithTraining` (as in :func:`build_transfer_model`).
+
+    ``recompile=False`` leaves compiling to you: until you do, training raises (see the
+    module docstring). Returns the model.
     """
     try:
         base = get_base(model)
