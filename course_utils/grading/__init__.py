@@ -28,6 +28,9 @@ __all__ = [
     # Keras
     "check_keras_trainable", "check_keras_bn_inference", "check_keras_compiled",
     "check_keras_train_step",
+    # scratch vs pretrained, fairly (assignment 5)
+    "check_stratified_subset", "check_lr_chooser", "check_fair_comparison", "check_paired_ci",
+    "check_strategy",
 ]
 
 _HOME = {
@@ -40,6 +43,9 @@ _HOME = {
     "check_state_dict_loaded": "torch_checks",
     "check_keras_trainable": "keras_checks", "check_keras_bn_inference": "keras_checks",
     "check_keras_compiled": "keras_checks", "check_keras_train_step": "keras_checks",
+    "check_stratified_subset": "comparison_checks", "check_lr_chooser": "comparison_checks",
+    "check_fair_comparison": "comparison_checks", "check_paired_ci": "comparison_checks",
+    "check_strategy": "comparison_checks",
 }
 
 
