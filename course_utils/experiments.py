@@ -20,19 +20,23 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from course_utils.atomic import atomic_write
-from course_utils.fingerprint import dataset_fingerprint, record_digest
+from course_utils.atomic import atomic_write, atomic_write_json
+from course_utils.fingerprint import (array_fingerprint, dataset_fingerprint, record_digest,
+                                      weights_fingerprint)
 
 __all__ = ["INITS", "SOURCE_CLASSES", "TARGET_CLASSES", "scratch_vs_pretrained", "summarize",
            "paired_gain", "plot_scratch_vs_pretrained", "source_target_split", "pretrain_source",
            "source_task", "pretrain_key", "pretrain_cache_path", "finetune_vs_scratch", "transfer_experiment", "torch_trainer", "load_pretrained_torch",
-           "subset_test_split"]
+           "subset_test_split", "fair_comparison", "FairComparison", "best_learning_rates",
+           "LR_GRID", "epoch_curve_readout", "RUN_CACHE_ENV", "run_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,19 @@ _PRETRAIN_RECIPE = 1
 
 _COLUMNS = ["init", "size", "seed", "n_train", "test_acc", "test_loss", "train_acc",
             "train_loss", "seconds"]
+
+#: bump when what one cached experiment run computes changes, so old runs are not reused
+_RUN_RECIPE = 1
+#: environment variable moving the experiment-run cache (default ``$COURSE_DATA/experiments``)
+RUN_CACHE_ENV = "COURSE_EXPERIMENT_CACHE"
+
+#: a small learning-rate grid per arm for Adam (d2l's fine-tuning chapter gives the randomly
+#: initialised layers a rate 10x the pretrained ones'): each arm picks its own on validation
+#: data, so neither is handicapped by a rate tuned for the other
+LR_GRID = {"scratch": (1e-3, 3e-3, 1e-2), "pretrained": (1e-4, 3e-4, 1e-3)}
+
+#: how the arms are called in progress descriptions
+_ARM_WORDS = {"scratch": "from scratch", "pretrained": "fine-tuning"}
 
 
 # --------------------------------------------------------------------------- PyTorch defaults
@@ -90,11 +107,18 @@ def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
                   batch_size: int = 16, optimizer: str = "adam", weight_decay: float = 0.0,
                   scheduler: str | None = None, freeze_upto: str | None = None, augment=None,
                   size: int | None = None, eval_batch_size: int = 500,
-                  test_indices: np.ndarray | None = None, device=None,
-                  progress: bool = False) -> dict:
+                  test_indices: np.ndarray | None = None, validation=None, curve: bool = False,
+                  device=None, progress: bool = False) -> dict:
     """Train a PyTorch ``model`` on ``data.x_train`` with :func:`course_utils.train.fit` and
-    score it on ``data.x_test`` (the held-out test split; no validation set is carved out of
-    a few images per class, so the number of ``epochs`` is fixed in advance).
+    score it on ``data.x_test`` (the held-out test split; the number of ``epochs`` is fixed
+    in advance: a few images per class leave nothing to stop early on).
+
+    ``validation`` (an ``(x, y)`` pair, or an ``ImageData`` whose *training* images are the
+    validation set, as ``ImageData.train_val_split`` returns) is scored too, as ``val_acc``
+    and ``val_loss``: what :func:`fair_comparison` picks learning rates with, so the test
+    split never chooses anything. ``curve=True`` also returns ``test_acc_curve``: test
+    accuracy before training (epoch 0) and after every epoch, for the start, slope and
+    asymptote of :func:`epoch_curve_readout`.
 
     Inputs are normalised with the model's declared mean and std, repeated to 3 channels if
     the model wants colour and resized to ``size`` if given. ``freeze_upto`` freezes layer
@@ -122,11 +146,30 @@ def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
     if test_indices is not None:
         x_test, y_test = x_test[test_indices], y_test[test_indices]
     test = FastLoader(x_test, y_test, eval_batch_size, shuffle=False, seed=None, **common)
-    hist = fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-               scheduler=scheduler, seed=seed, device=device, progress=progress)
+    start = evaluate(model, test, device=device)["acc"] if curve else None
+    hist = fit(model, train, test if curve else None, epochs=epochs, lr=lr, optimizer=optimizer,
+               weight_decay=weight_decay, scheduler=scheduler, seed=seed, device=device,
+               progress=progress, restore_best=False)
     scores = evaluate(model, test, device=device)
-    return {"test_acc": float(scores["acc"]), "test_loss": float(scores["loss"]),
-            "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
+    out = {"test_acc": float(scores["acc"]), "test_loss": float(scores["loss"]),
+           "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
+    if validation is not None:
+        x_val, y_val = _validation_arrays(validation)
+        val = evaluate(model, FastLoader(x_val, y_val, eval_batch_size, shuffle=False, seed=None,
+                                         **common), device=device)
+        out.update(val_acc=float(val["acc"]), val_loss=float(val["loss"]))
+    if curve:
+        out["test_acc_curve"] = [float(start)] + [float(a) for a in hist["val_acc"]]
+    return out
+
+
+def _validation_arrays(validation):
+    """``(x, y)`` of a validation set given as a pair or as an ``ImageData`` holding it in
+    its training split (``ImageData.train_val_split``'s second half)."""
+    if hasattr(validation, "x_train"):
+        return validation.x_train, validation.y_train
+    x, y = validation
+    return x, y
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -163,8 +206,9 @@ def scratch_vs_pretrained(make_model, pretrain_state, data, sizes: Sequence[int]
                           seeds: Sequence[int] = (0, 1, 2), *, trainer: Callable | None = None,
                           load_state: Callable | None = None, inits: Sequence[str] = INITS,
                           finetune_kwargs: Mapping[str, Any] | None = None,
-                          model_kwargs: Mapping[str, Any] | None = None, progress: bool = True,
-                          **train_kwargs):
+                          model_kwargs: Mapping[str, Any] | None = None, validation=None,
+                          cache: bool = False, cache_dir: str | Path | None = None,
+                          label: str | None = None, progress: bool = True, **train_kwargs):
     """Train one architecture from scratch and from ``pretrain_state`` on ``sizes`` images
     per class of ``data`` (an :class:`~course_utils.data.ImageData`), for every seed.
 
@@ -184,19 +228,46 @@ def scratch_vs_pretrained(make_model, pretrain_state, data, sizes: Sequence[int]
         ``trainer(model, train_data, seed, **kwargs) -> dict`` with at least ``test_acc``
         (default :func:`torch_trainer`). ``train_kwargs`` go to every call and
         ``finetune_kwargs`` are added for the pretrained runs only (e.g. a lower ``lr`` or
-        ``freeze_upto="block2"``).
+        ``freeze_upto="block2"``). ``lr`` may also be a mapping ``{init: rate}`` or
+        ``{init: {size: rate}}``: each arm its own rate (see :func:`fair_comparison`, which
+        chooses them on validation data).
+    validation
+        Passed to the trainer, which then also returns ``val_acc`` (see :func:`torch_trainer`).
+    cache, cache_dir
+        ``cache=True`` stores every run under ``cache_dir`` (default :func:`run_cache_dir`),
+        keyed by its full configuration (model, trainer, pretrained weights, training images,
+        test and validation images, every setting, seed), so running a notebook again costs
+        seconds. A factory is cached only if it carries a ``cache_key`` (a registered name
+        always does); otherwise its runs are simply not cached.
+    label
+        Prefix of the progress description (e.g. ``"small/different"``).
 
     Returns a pandas DataFrame with columns ``init, size, seed, n_train, test_acc,
-    test_loss, train_acc, train_loss, seconds`` (missing metrics are NaN) plus any other
-    numbers the trainer returns.
+    test_loss, train_acc, train_loss, seconds, lr`` (missing metrics are NaN) plus any other
+    values the trainer returns (``val_acc``, ``test_acc_curve``, ...). ``seconds`` of a run
+    read from the cache is the time it took when it ran.
     """
-    import pandas as pd
-    from course_utils.progress import tqdm
-
     sizes = _check_sizes(sizes)
+    seeds = _check_seeds(seeds)
+    inits = _check_inits(inits, pretrain_state)
+    runner = _Runner(make_model, pretrain_state, data, trainer=trainer, load_state=load_state,
+                     finetune_kwargs=finetune_kwargs, model_kwargs=model_kwargs,
+                     validation=validation, cache=cache, cache_dir=cache_dir,
+                     train_kwargs=train_kwargs)
+    plan = [(size, seed, init, runner.lr_for(init, size)) for size in sizes for seed in seeds
+            for init in inits]
+    runner.run(plan, label=label, progress=progress)
+    return _table([runner.done[p] for p in plan])
+
+
+def _check_seeds(seeds) -> list[int]:
     seeds = list(seeds) if not isinstance(seeds, (int, np.integer)) else [int(seeds)]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds!r}: give one or more distinct integer seeds")
+    return seeds
+
+
+def _check_inits(inits, pretrain_state) -> list[str]:
     inits = list(inits)
     bad = [i for i in inits if i not in INITS]
     if bad or not inits:
@@ -204,45 +275,323 @@ def scratch_vs_pretrained(make_model, pretrain_state, data, sizes: Sequence[int]
     if "pretrained" in inits and pretrain_state is None:
         raise ValueError("pretrain_state=None but inits includes 'pretrained': pass the pretrained "
                          "weights (e.g. pretrain_source(...)) or inits=('scratch',)")
-    if isinstance(make_model, str):
-        make_model = _torch_model_factory(make_model, data.num_classes, model_kwargs)
-    elif model_kwargs:
-        raise ValueError("model_kwargs only applies when make_model is a model name")
-    if trainer is None:
-        trainer = torch_trainer
-    if load_state is None:
-        def load_state(model, state):
-            return load_pretrained_torch(model, state, num_classes=data.num_classes)
+    return inits
 
-    rows = []
-    total = len(sizes) * len(seeds) * len(inits)
-    with tqdm(total=total, desc="scratch vs pretrained", disable=not progress, leave=False) as bar:
-        for size in sizes:
-            for seed in seeds:
-                subset = data.per_class(size, seed)
-                for init in inits:
-                    t0 = time.perf_counter()
-                    model = _call_factory(make_model, seed)
-                    kwargs = dict(train_kwargs)
-                    if init == "pretrained":
-                        model = load_state(model, pretrain_state)
-                        kwargs.update(finetune_kwargs or {})
-                    out = trainer(model, subset, seed, **kwargs)
-                    if not isinstance(out, Mapping) or "test_acc" not in out:
-                        raise TypeError(f"trainer {getattr(trainer, '__name__', trainer)!r} returned "
-                                        f"{out!r}; it must return a dict with at least 'test_acc'")
-                    row = {"init": init, "size": size, "seed": int(seed),
-                           "n_train": len(subset.y_train)}
-                    row.update({k: float(v) for k, v in out.items()})
-                    row["seconds"] = time.perf_counter() - t0
-                    rows.append(row)
-                    log.info("%s size=%d seed=%d test_acc=%.4f", init, size, seed, row["test_acc"])
-                    bar.update(1)
+
+def _table(rows):
+    import pandas as pd
+
     df = pd.DataFrame(rows)
     for c in _COLUMNS:
         if c not in df:
             df[c] = np.nan
     return df[_COLUMNS + [c for c in df.columns if c not in _COLUMNS]]
+
+
+def run_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where experiment runs are cached: ``cache_dir``, else ``$COURSE_EXPERIMENT_CACHE``,
+    else ``$COURSE_DATA/experiments``. (A separate variable, so a cold timing can start
+    from an empty run cache without downloading the datasets again.)"""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get(RUN_CACHE_ENV):
+        return Path(os.environ[RUN_CACHE_ENV]).expanduser()
+    from course_utils.download import data_home
+
+    return data_home("experiments")
+
+
+def _state_fingerprint(state) -> str:
+    """sha256 over pretrained weights: a PyTorch state dict or ``{layer: [arrays]}`` (Keras)."""
+    records = []
+    for name, value in state.items():
+        for i, a in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            if hasattr(a, "detach"):
+                a = a.detach().cpu().numpy()
+            a = np.ascontiguousarray(np.asarray(a))
+            records.append((f"{name}/{i}", a.dtype.str, a.shape, a))
+    return weights_fingerprint(records)
+
+
+def _jsonable(value):
+    """A cache-key form of a training setting: arrays by fingerprint, callables by name."""
+    if isinstance(value, np.ndarray):
+        return {"array": array_fingerprint(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    return value
+
+
+def _name_of(fn) -> str | None:
+    if fn is None:
+        return None
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
+
+
+class _Runner:
+    """Runs ``(size, seed, init, lr)`` plans for the experiment functions: builds and loads
+    the models, calls the trainer, caches each run, keeps one outer progress bar."""
+
+    def __init__(self, make_model, pretrain_state, data, *, trainer, load_state,
+                 finetune_kwargs, model_kwargs, validation, cache, cache_dir, train_kwargs):
+        self.model_key = None
+        if isinstance(make_model, str):
+            self.model_key = {"model": make_model, "model_kwargs": dict(model_kwargs or {}),
+                              "framework": "torch"}
+            make_model = _torch_model_factory(make_model, data.num_classes, model_kwargs)
+        elif model_kwargs:
+            raise ValueError("model_kwargs only applies when make_model is a model name")
+        else:
+            self.model_key = getattr(make_model, "cache_key", None)
+        self.make_model = make_model
+        self.trainer = trainer if trainer is not None else torch_trainer
+        self.custom_load = load_state is not None
+        if load_state is None:
+            def load_state(model, state):
+                return load_pretrained_torch(model, state, num_classes=data.num_classes)
+        self.load_state = load_state
+        self.state = pretrain_state
+        self.data = data
+        self.validation = validation
+        self.finetune_kwargs = dict(finetune_kwargs or {})
+        self.train_kwargs = dict(train_kwargs)
+        self.lr_spec = self.train_kwargs.pop("lr", None)
+        self.cache = bool(cache) and self.model_key is not None
+        if cache and self.model_key is None:
+            log.info("make_model %r has no cache_key: its runs are not cached", make_model)
+        self.cache_dir = run_cache_dir(cache_dir) if self.cache else None
+        self._base_key = None
+        self._state_key = None
+        self.done: dict = {}
+
+    def lr_for(self, init: str, size: int):
+        """The rate this run trains with: ``finetune_kwargs['lr']`` for pretrained runs if
+        given, else ``lr`` (a number, ``{init: rate}`` or ``{init: {size: rate}}``)."""
+        if init == "pretrained" and "lr" in self.finetune_kwargs:
+            return self.finetune_kwargs["lr"]
+        spec = self.lr_spec
+        if isinstance(spec, Mapping):
+            if init not in spec:
+                raise ValueError(f"lr={spec!r} gives no rate for {init!r}")
+            spec = spec[init]
+            if isinstance(spec, Mapping):
+                if size not in spec:
+                    raise ValueError(f"lr gives no rate for {init!r} at {size} per class")
+                spec = spec[size]
+        return None if spec is None else float(spec)
+
+    def base_key(self) -> dict:
+        """What every run of this call shares in its cache key."""
+        if self._base_key is None:
+            d = self.data
+            key = {"recipe": _RUN_RECIPE, "model": self.model_key,
+                   "trainer": _name_of(self.trainer),
+                   "data": d.name, "classes": list(d.classes), "pool": dataset_fingerprint(d),
+                   "test": [array_fingerprint(d.x_test), array_fingerprint(d.y_test)],
+                   "train_kwargs": _jsonable(self.train_kwargs)}
+            if self.validation is not None:
+                key["validation"] = [array_fingerprint(a)
+                                     for a in _validation_arrays(self.validation)]
+            self._base_key = key
+        return self._base_key
+
+    def key(self, size, seed, init, lr) -> dict:
+        """One run's cache key: a scratch run does not depend on the pretrained weights."""
+        key = dict(self.base_key(), size=size, seed=seed, init=init, lr=lr)
+        if init == "pretrained":
+            if self._state_key is None:
+                self._state_key = _state_fingerprint(self.state)
+            key.update(state=self._state_key,
+                       load_state=_name_of(self.load_state) if self.custom_load else "torch-default",
+                       finetune_kwargs=_jsonable({k: v for k, v in self.finetune_kwargs.items()
+                                                  if k != "lr"}))
+        return key
+
+    def _path(self, size, seed, init, lr) -> Path:
+        return self.cache_dir / f"run-{record_digest(self.key(size, seed, init, lr), 32)}.json"
+
+    def run(self, plan, *, label=None, progress=True, tuning=frozenset()):
+        """Run every ``(size, seed, init, lr)`` of ``plan`` not run yet; ``tuning`` marks
+        the ones shown as learning-rate search in the progress description."""
+        import json
+
+        from course_utils.progress import tqdm
+
+        todo = [p for p in dict.fromkeys(plan) if p not in self.done]
+        prefix = f"{label}, " if label else ""
+        with tqdm(total=len(todo), desc=f"runs: {prefix}".rstrip(", "), disable=not progress,
+                  unit="run") as bar:
+            for i, (size, seed, init, lr) in enumerate(todo, 1):
+                what = f"lr {lr:g}" if lr is not None else "default lr"
+                if (size, seed, init, lr) in tuning:
+                    what += ", lr search"
+                bar.set_description(f"run {i}/{len(todo)}: {prefix}{size}/class, seed {seed}, "
+                                    f"{_ARM_WORDS[init]}, {what}", refresh=False)
+                path = self._path(size, seed, init, lr) if self.cache else None
+                row = None
+                if path is not None and path.exists():
+                    try:
+                        row = json.loads(path.read_text())["row"]
+                    except Exception as exc:  # a damaged entry is run again, not fatal
+                        log.warning("cached run %s unreadable (%s); running it again", path, exc)
+                if row is None:
+                    row = self._run_one(size, seed, init, lr, progress)
+                    if path is not None:
+                        atomic_write_json(path, {"key": self.key(size, seed, init, lr), "row": row},
+                                          default=str)
+                self.done[(size, seed, init, lr)] = row
+                bar.update(1)
+
+    def _run_one(self, size, seed, init, lr, progress) -> dict:
+        t0 = time.perf_counter()
+        subset = self.data.per_class(size, seed)
+        model = _call_factory(self.make_model, seed)
+        kwargs = dict(self.train_kwargs)
+        if init == "pretrained":
+            model = self.load_state(model, self.state)
+            kwargs.update(self.finetune_kwargs)
+        if lr is not None:
+            kwargs["lr"] = lr
+        if self.validation is not None:
+            kwargs["validation"] = self.validation
+        if progress and "progress" in _parameters(self.trainer):
+            kwargs.setdefault("progress", True)
+        out = self.trainer(model, subset, seed, **kwargs)
+        if not isinstance(out, Mapping) or "test_acc" not in out:
+            raise TypeError(f"trainer {getattr(self.trainer, '__name__', self.trainer)!r} returned "
+                            f"{out!r}; it must return a dict with at least 'test_acc'")
+        if self.validation is not None and "val_acc" not in out:
+            raise TypeError("validation was given but the trainer returned no 'val_acc'")
+        row = {"init": init, "size": size, "seed": int(seed), "n_train": len(subset.y_train)}
+        row.update({k: (float(v) if np.isscalar(v) else [float(a) for a in v])
+                    for k, v in out.items()})
+        row["seconds"] = time.perf_counter() - t0
+        row["lr"] = lr if lr is not None else float("nan")
+        log.info("%s size=%d seed=%d lr=%s test_acc=%.4f", init, size, seed, lr, row["test_acc"])
+        return row
+
+
+def _parameters(fn) -> set:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return set(params) | {"progress"}
+    return set(params)
+
+
+@dataclass
+class FairComparison:
+    """What :func:`fair_comparison` returns: ``table`` (the runs at each arm's chosen rate,
+    scored on the test split; the layout of :func:`scratch_vs_pretrained`), ``search``
+    (every learning-rate search run: ``init, size, seed, lr, val_acc, val_loss``, and no
+    test score, so nothing in it can choose by the test set) and ``chosen`` (per ``init``
+    and ``size``: the rate with the best mean validation accuracy)."""
+
+    table: Any
+    search: Any
+    chosen: Any
+
+    def rates(self) -> dict:
+        """``{init: {size: lr}}``, the chosen rates (what ``lr=`` of
+        :func:`scratch_vs_pretrained` takes)."""
+        out: dict = {}
+        for r in self.chosen.itertuples():
+            out.setdefault(r.init, {})[int(r.size)] = float(r.lr)
+        return out
+
+
+def best_learning_rates(search, metric: str = "val_acc"):
+    """Per ``init`` and ``size`` of a search table, the ``lr`` with the highest mean
+    ``metric`` over seeds (ties: the smaller rate). Returns ``init, size, lr, <metric>``."""
+    means = search.groupby(["init", "size", "lr"], sort=True)[metric].mean().reset_index()
+    best = means.loc[means.groupby(["init", "size"], sort=False)[metric].idxmax()]
+    return best.reset_index(drop=True)
+
+
+def fair_comparison(make_model, pretrain_state, data, sizes: Sequence[int] | int,
+                    seeds: Sequence[int] = (0, 1, 2), *, validation,
+                    lr_grid: Mapping[str, Sequence[float]] | None = None, tune_seeds: int = 1,
+                    trainer: Callable | None = None, load_state: Callable | None = None,
+                    inits: Sequence[str] = INITS,
+                    finetune_kwargs: Mapping[str, Any] | None = None,
+                    model_kwargs: Mapping[str, Any] | None = None, cache: bool = False,
+                    cache_dir: str | Path | None = None, label: str | None = None,
+                    progress: bool = True, **train_kwargs) -> FairComparison:
+    """Scratch versus pretrained with each arm at its own learning rate, chosen on
+    ``validation`` data: a comparison in which scratch training is not handicapped by a
+    rate tuned for fine-tuning (nor the other way round).
+
+    For every size, each arm trains with every rate of ``lr_grid[init]`` (default
+    :data:`LR_GRID`) on the first ``tune_seeds`` seeds' images and is scored on
+    ``validation`` (images carved out of the *training* pool, e.g. the second half of
+    ``data.train_val_split(...)`` with ``data`` its first half, never the test split). The
+    rate with the best mean validation accuracy is then run for every seed (the search runs
+    at that rate are reused) and scored on the test split. Other arguments as in
+    :func:`scratch_vs_pretrained`. Returns a :class:`FairComparison`.
+    """
+    if validation is None:
+        raise ValueError("fair_comparison needs validation data carved from the training pool "
+                         "(e.g. data.train_val_split(0.1, seed)): the test split must not pick rates")
+    if "lr" in train_kwargs or "lr" in (finetune_kwargs or {}):
+        raise ValueError("fair_comparison chooses lr from lr_grid; do not pass lr")
+    sizes = _check_sizes(sizes)
+    seeds = _check_seeds(seeds)
+    inits = _check_inits(inits, pretrain_state)
+    grid = dict(LR_GRID if lr_grid is None else lr_grid)
+    for init in inits:
+        if not grid.get(init):
+            raise ValueError(f"lr_grid={grid!r} gives no rates for {init!r}")
+    if isinstance(tune_seeds, bool) or not isinstance(tune_seeds, (int, np.integer)) \
+            or not 1 <= tune_seeds <= len(seeds):
+        raise ValueError(f"tune_seeds={tune_seeds!r}: search on the first 1..{len(seeds)} seeds")
+    runner = _Runner(make_model, pretrain_state, data, trainer=trainer, load_state=load_state,
+                     finetune_kwargs=finetune_kwargs, model_kwargs=model_kwargs,
+                     validation=validation, cache=cache, cache_dir=cache_dir,
+                     train_kwargs=train_kwargs)
+    search_plan = [(size, seed, init, float(lr)) for size in sizes for seed in seeds[:tune_seeds]
+                   for init in inits for lr in grid[init]]
+    # one bar over the search and the remaining runs: the search runs at the chosen rate are
+    # reused, so the total is known before the rates are
+    runner.run(search_plan, label=label, progress=progress, tuning=frozenset(search_plan))
+    search = _table([runner.done[p] for p in search_plan])
+    search = search[["init", "size", "seed", "lr", "val_acc", "val_loss", "seconds"]
+                    if "val_loss" in search else ["init", "size", "seed", "lr", "val_acc", "seconds"]]
+    chosen = best_learning_rates(search)
+    rates = FairComparison(None, search, chosen).rates()
+    plan = [(size, seed, init, rates[init][size]) for size in sizes for seed in seeds
+            for init in inits]
+    runner.run(plan, label=label, progress=progress)
+    return FairComparison(_table([runner.done[p] for p in plan]), search, chosen)
+
+
+def epoch_curve_readout(table, curve: str = "test_acc_curve", slope_epochs: int = 3):
+    """Start, slope and asymptote of each init, as the transfer-learning literature defines
+    them (Torrey & Shavlik 2009), from per-epoch curves (``curve=True`` of the trainers):
+    **start** = accuracy on the target before any training on it (epoch 0), **slope** =
+    accuracy gained per epoch over the first ``slope_epochs`` epochs, **asymptote** =
+    accuracy after the last epoch. Means over the table's runs (one size at a time);
+    returns a DataFrame indexed by the three names, one column per init."""
+    import pandas as pd
+
+    if curve not in table:
+        raise KeyError(f"{curve!r} is not a column: run the trainer with curve=True")
+    if table["size"].nunique() != 1:
+        raise ValueError("epoch_curve_readout reads one training-set size at a time")
+    out = {}
+    for init in [i for i in INITS if i in set(table["init"])]:
+        curves = np.array([np.asarray(c, dtype=float) for c in table.loc[table["init"] == init, curve]])
+        k = min(slope_epochs, curves.shape[1] - 1)
+        out[init] = {"start (epoch 0)": curves[:, 0].mean(),
+                     f"slope (acc per epoch, epochs 0-{k})": ((curves[:, k] - curves[:, 0]) / k).mean(),
+                     f"asymptote (epoch {curves.shape[1] - 1})": curves[:, -1].mean()}
+    return pd.DataFrame(out)
 
 
 def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float, float]:

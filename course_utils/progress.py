@@ -5,7 +5,9 @@ from :func:`tqdm` here (same arguments as ``tqdm.auto.tqdm``). How bars show dep
 ``$COURSE_PROGRESS`` (``course run`` sets it for its kernels):
 
 ``live`` (default)
-    ``tqdm.auto``: a widget with an ETA in JupyterLab, a terminal bar elsewhere.
+    ``tqdm.auto``: a widget with an ETA in JupyterLab, a terminal bar elsewhere. A bar opened
+    while another is running (a ``fit`` inside an experiment's ``run 7/48: ...`` bar) is
+    transient unless it asks for ``leave``: it disappears when it closes, the outer one stays.
 ``final``
     nothing while the loop runs; when a top-level bar that would stay on screen closes, one
     plain line (``fit: 100%|██████████| 5/5 [00:12<00:00, …]``), at most
@@ -101,4 +103,14 @@ def tqdm(*args, **kwargs):
         return _final_class()(*args, **kwargs)
     from tqdm.auto import tqdm as auto_tqdm
 
+    if "leave" not in kwargs and _open_bars(auto_tqdm):
+        kwargs["leave"] = False  # nested under a running bar: transient
     return auto_tqdm(*args, **kwargs)
+
+
+def _open_bars(cls) -> bool:
+    """Whether a bar of ``cls`` is running now (then a new one is nested inside it)."""
+    try:
+        return any(not getattr(b, "disable", True) for b in list(getattr(cls, "_instances", ())))
+    except Exception:  # a tqdm without _instances: treat as not nested
+        return False

@@ -274,3 +274,141 @@ def _model(num_classes):
     from course_utils.models import create_model
 
     return create_model("small_cnn", num_classes=num_classes)
+
+
+# ------------------------------------------------------------- fair comparison (issue 13 item 5)
+
+class DisagreeingTrainer:
+    """Validation and test disagree on purpose: on validation the best rate is the largest
+    of the scratch grid and the smallest of the pretrained grid; on the test images it is
+    the other way round. A rate chosen by the test set would show."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, data, seed, *, lr, validation=None, **kw):
+        self.calls.append((model["init"], len(data.y_train), seed, lr, validation))
+        up = lr if model["init"] == "scratch" else -lr   # what validation rewards
+        return {"test_acc": 0.5 - 10 * up, "val_acc": 0.5 + 10 * up, "val_loss": 1.0}
+
+
+def test_fair_comparison_chooses_each_arms_rate_on_validation_not_on_the_test_set():
+    from course_utils.experiments import fair_comparison
+
+    data = _fake_data()
+    pool, val = data.train_val_split(0.25, 0)
+    tr = DisagreeingTrainer()
+    grid = {"scratch": [1e-3, 1e-2], "pretrained": [1e-4, 1e-3]}
+    res = fair_comparison(_fake_factory, "STATE", pool, [2, 3], seeds=(0, 1, 2), validation=val,
+                          lr_grid=grid, trainer=tr, load_state=_fake_load, progress=False)
+    # validation picks: scratch its largest rate, pretrained its smallest (test would pick the others)
+    assert res.rates() == {"scratch": {2: 1e-2, 3: 1e-2}, "pretrained": {2: 1e-4, 3: 1e-4}}
+    assert set(res.table.loc[res.table.init == "scratch", "lr"]) == {1e-2}
+    assert set(res.table.loc[res.table.init == "pretrained", "lr"]) == {1e-4}
+    # the search holds no test score, and every trainer call got the validation split
+    assert not [c for c in res.search.columns if c.startswith("test")]
+    assert all(v is val for *_, v in tr.calls)
+    # the search ran every rate on the first seed only; then each seed once at the chosen rate,
+    # reusing the search runs at that rate (no run twice)
+    search_calls = [c for c in tr.calls if c[2] == 0]
+    assert len(search_calls) == 2 * 2 * 2
+    assert len(tr.calls) == len(set(c[:4] for c in tr.calls)) == 8 + 2 * 2 * 2
+    assert len(res.table) == 2 * 3 * 2
+    # the validation images are not among any training subset
+    val_rows = {r.tobytes() for r in val.x_train}
+    assert not any(r.tobytes() in val_rows for _, d, *_ in [(0, pool.per_class(3, s)) for s in (0, 1, 2)]
+                   for r in d.x_train)
+
+
+def test_fair_comparison_refuses_without_validation_or_with_a_fixed_rate():
+    from course_utils.experiments import fair_comparison
+
+    data = _fake_data()
+    with pytest.raises(ValueError, match="validation"):
+        fair_comparison(_fake_factory, "S", data, [2], validation=None, trainer=DisagreeingTrainer(),
+                        load_state=_fake_load, progress=False)
+    with pytest.raises(ValueError, match="do not pass lr"):
+        fair_comparison(_fake_factory, "S", data, [2], validation=data, lr=1e-3,
+                        trainer=DisagreeingTrainer(), load_state=_fake_load, progress=False)
+
+
+def test_best_learning_rates_averages_seeds_and_breaks_ties_to_the_smaller_rate():
+    from course_utils.experiments import best_learning_rates
+
+    search = pd.DataFrame({"init": ["scratch"] * 4, "size": [1] * 4, "seed": [0, 1, 0, 1],
+                           "lr": [1e-3, 1e-3, 1e-2, 1e-2], "val_acc": [0.9, 0.1, 0.5, 0.5]})
+    assert best_learning_rates(search).lr.tolist() == [1e-3]   # 0.5 vs 0.5: the smaller
+    search.loc[3, "val_acc"] = 0.6
+    assert best_learning_rates(search).lr.tolist() == [1e-2]
+
+
+def test_lr_per_arm_and_size_reaches_the_trainer():
+    tr = DisagreeingTrainer()
+    df = scratch_vs_pretrained(_fake_factory, "S", _fake_data(), [1, 2], seeds=(0,), trainer=tr,
+                               load_state=_fake_load, progress=False,
+                               lr={"scratch": {1: 0.1, 2: 0.2}, "pretrained": 0.01})
+    got = {(i, n // 4, lr) for i, n, _, lr, _ in tr.calls}
+    assert got == {("scratch", 1, 0.1), ("scratch", 2, 0.2), ("pretrained", 1, 0.01),
+                   ("pretrained", 2, 0.01)}
+    assert sorted(df.lr) == [0.01, 0.01, 0.1, 0.2]
+
+
+class CountingTrainer:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, model, data, seed, *, lr=1e-3, epochs=1, **kw):
+        self.n += 1
+        return {"test_acc": 0.5 + lr + 0.01 * seed, "test_acc_curve": [0.2, 0.4, 0.5]}
+
+
+def _keyed_factory(seed):
+    return {"init": "scratch", "seed": seed}
+
+
+_keyed_factory.cache_key = {"model": "fake"}
+
+
+def test_runs_are_cached_by_their_full_configuration(tmp_path):
+    state = {"w": np.arange(4.0)}
+    data = _fake_data()
+    tr = CountingTrainer()
+    kw = dict(trainer=tr, load_state=_fake_load, progress=False, cache=True, cache_dir=tmp_path)
+    first = scratch_vs_pretrained(_keyed_factory, state, data, [2], (0, 1), epochs=1, **kw)
+    assert tr.n == 4 and len(list(tmp_path.glob("run-*.json"))) == 4
+    again = scratch_vs_pretrained(_keyed_factory, state, data, [2], (0, 1), epochs=1, **kw)
+    assert tr.n == 4                                  # every run read back
+    pd.testing.assert_frame_equal(first, again)
+    assert again.test_acc_curve.iloc[0] == [0.2, 0.4, 0.5]   # lists survive the cache
+    scratch_vs_pretrained(_keyed_factory, state, data, [2], (0, 1), epochs=2, **kw)
+    assert tr.n == 8                                  # another setting: new runs
+    scratch_vs_pretrained(_keyed_factory, {"w": np.arange(4.0) + 1}, data, [2], (0, 1), epochs=1, **kw)
+    assert tr.n == 10                                 # other weights: the pretrained runs again
+    scratch_vs_pretrained(_fake_factory, state, data, [2], (0, 1), epochs=1, **kw)
+    assert tr.n == 14                                 # a factory without cache_key: never cached
+
+
+def test_epoch_curve_readout_reads_start_slope_and_asymptote():
+    from course_utils.experiments import epoch_curve_readout
+
+    table = pd.DataFrame({"init": ["scratch", "scratch", "pretrained"], "size": [3, 3, 3],
+                          "test_acc_curve": [[0.2, 0.3, 0.4, 0.5, 0.6], [0.2, 0.3, 0.4, 0.5, 0.8],
+                                             [0.2, 0.5, 0.8, 0.8, 0.9]]})
+    r = epoch_curve_readout(table, slope_epochs=2)
+    assert r.loc["start (epoch 0)"].tolist() == pytest.approx([0.2, 0.2])
+    assert r.loc["slope (acc per epoch, epochs 0-2)", "scratch"] == pytest.approx(0.1)
+    assert r.loc["slope (acc per epoch, epochs 0-2)", "pretrained"] == pytest.approx(0.3)
+    assert r.loc["asymptote (epoch 4)", "scratch"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="one training-set size"):
+        epoch_curve_readout(table.assign(size=[1, 2, 3]))
+
+
+def test_torch_trainer_scores_validation_and_records_an_epoch_curve():
+    from course_utils.experiments import torch_trainer
+
+    data = _fake_data()
+    pool, val = data.train_val_split(0.25, 0)
+    model = _model(4)
+    out = torch_trainer(model, pool, 0, epochs=2, lr=1e-2, validation=val, curve=True)
+    assert 0 <= out["val_acc"] <= 1 and len(out["test_acc_curve"]) == 3
+    assert out["test_acc_curve"][-1] == pytest.approx(out["test_acc"])

@@ -94,3 +94,57 @@ def test_the_line_count_sees_a_flood():
     cell = {"outputs": [{"output_type": "stream", "name": "stderr",
                          "text": "\r".join(f"fit: {i}%|" for i in range(0, 101, 10))}]}
     assert _progress_lines(cell) == 11
+
+
+def _nested_experiment():
+    """A small scratch-vs-pretrained experiment on fake data: six runs, each a real ``fit``
+    with its own bar inside the experiment's bar."""
+    from course_utils.data import ImageData
+    from course_utils.experiments import scratch_vs_pretrained
+    from course_utils.models import create_model
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(40, 12, 12)).astype(np.uint8)
+    y = np.repeat(np.arange(4), 10).astype(np.int64)
+    data = ImageData("fake", x, y, x[:8], y[:8], ("a", "b", "c", "d"))
+    state = create_model("small_cnn", num_classes=4).state_dict()
+    return scratch_vs_pretrained("small_cnn", state, data, [1, 2], (0, 1, 2), epochs=2,
+                                 inits=("scratch",), label="small/fake")
+
+
+def test_an_experiment_shows_one_outer_bar_naming_the_run_and_a_transient_inner_bar(monkeypatch, capsys):
+    monkeypatch.delenv(progress.ENV, raising=False)
+    _nested_experiment()
+    err = capsys.readouterr().err
+    # the outer bar names each run as it goes ...
+    assert "run 1/6: small/fake, 1/class, seed 0, from scratch" in err, err
+    assert "run 6/6: small/fake, 2/class, seed 2, from scratch" in err, err
+    # ... and each fit's own bar runs inside it, transient: the last thing left on the
+    # screen is the outer bar at 6/6, not a finished fit bar
+    assert "fit:" in err
+    last = err.replace("\r", "\n").rstrip().splitlines()[-1]
+    assert "run 6/6" in last and "6/6" in last, last
+    from tqdm.auto import tqdm as auto_tqdm
+    assert not [b for b in auto_tqdm._instances if not b.disable]  # every bar closed
+
+
+def test_an_experiment_in_final_mode_writes_one_line_naming_the_last_run(monkeypatch, capsys):
+    monkeypatch.setenv(progress.ENV, "final")
+    _nested_experiment()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("run 6/6: small/fake, 2/class, seed 2, from scratch") and "6/6 [" in lines[0]
+
+
+def test_a_bar_opened_inside_a_running_bar_is_transient(monkeypatch, capsys):
+    monkeypatch.delenv(progress.ENV, raising=False)
+    with progress.tqdm(total=2, desc="outer") as outer:
+        with progress.tqdm(total=3, desc="inner") as inner:
+            assert inner.leave is False          # nested: disappears when it closes
+        with progress.tqdm(total=3, desc="kept", leave=True) as asked:
+            assert asked.leave is True           # unless it asks to stay
+        outer.update(2)
+    assert outer.leave is True
+    with progress.tqdm(total=1, desc="disabled", disable=True):
+        with progress.tqdm(total=1, desc="alone") as alone:
+            assert alone.leave is True           # a disabled bar is not a running one

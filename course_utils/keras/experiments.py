@@ -26,7 +26,8 @@ import numpy as np
 
 from course_utils.atomic import atomic_path, atomic_write_json
 # framework-neutral at import time (it imports torch only inside its PyTorch functions)
-from course_utils.experiments import (SOURCE_CLASSES, TARGET_CLASSES, pretrain_cache_path,
+from course_utils.experiments import (SOURCE_CLASSES, TARGET_CLASSES, _validation_arrays,
+                                      pretrain_cache_path,
                                       pretrain_key, source_task, subset_test_split,
                                       transfer_experiment)
 from course_utils.keras._backend import keras, save_weights
@@ -66,6 +67,9 @@ def keras_model_factory(name: str = "small_cnn", num_classes: int = 5, *, reuse:
         model.set_weights(fresh.get_weights())
         return model
     make.__name__ = f"create_keras_{name}"
+    # what the experiment-run cache keys a run's model by (reuse changes no weights)
+    make.cache_key = {"framework": "keras", "model": name, "num_classes": num_classes,
+                      "create_kwargs": dict(sorted(create_kwargs.items()))}
     return make
 
 
@@ -109,7 +113,8 @@ def keras_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
                   batch_size: int = 16, optimizer: str = "adam", weight_decay: float = 0.0,
                   scheduler: str | None = None, freeze_upto: str | None = None, augment=None,
                   size: int | None = None, eval_batch_size: int = 500,
-                  test_indices: np.ndarray | None = None, progress: bool = False) -> dict:
+                  test_indices: np.ndarray | None = None, validation=None, curve: bool = False,
+                  progress: bool = False) -> dict:
     """The Keras twin of ``course_utils.experiments.torch_trainer``: train ``model`` on
     ``data.x_train`` with :func:`course_utils.keras.fit` for a fixed number of epochs and
     score it on ``data.x_test`` (or its ``test_indices``). ``freeze_upto`` freezes the layer
@@ -117,7 +122,10 @@ def keras_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
     ``scheduler="cosine"`` anneals the rate epoch by epoch as the PyTorch trainer does;
     ``augment`` goes to the training :class:`TFLoader` (``None`` or ``"flip"``). No
     ``device`` (TensorFlow places the model itself). Returns
-    ``test_acc``, ``test_loss``, ``train_acc``, ``train_loss`` (last epoch)."""
+    ``test_acc``, ``test_loss``, ``train_acc``, ``train_loss`` (last epoch); with
+    ``validation`` (an ``(x, y)`` pair or an ``ImageData`` holding it in its training split)
+    also ``val_acc`` and ``val_loss``; with ``curve=True`` also ``test_acc_curve`` (epoch 0,
+    before training, then every epoch), as the PyTorch trainer does."""
     if freeze_upto is not None:
         groups = layer_groups(model)
         if freeze_upto not in groups:
@@ -133,11 +141,21 @@ def keras_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
     x_test, y_test = data.x_test, data.y_test
     if test_indices is not None:
         x_test, y_test = x_test[test_indices], y_test[test_indices]
-    hist = fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler,
-               weight_decay=weight_decay, seed=seed, progress=progress)
-    scores = evaluate(model, TFLoader(x_test, y_test, eval_batch_size, **common))
-    return {"test_acc": scores["acc"], "test_loss": scores["loss"],
-            "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
+    test = TFLoader(x_test, y_test, eval_batch_size, **common)
+    start = evaluate(model, test)["acc"] if curve else None
+    hist = fit(model, train, test if curve else None, epochs=epochs, lr=lr, optimizer=optimizer,
+               scheduler=scheduler, weight_decay=weight_decay, seed=seed, progress=progress,
+               restore_best=False)
+    scores = evaluate(model, test)
+    out = {"test_acc": scores["acc"], "test_loss": scores["loss"],
+           "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
+    if validation is not None:
+        x_val, y_val = _validation_arrays(validation)
+        val = evaluate(model, TFLoader(x_val, y_val, eval_batch_size, **common))
+        out.update(val_acc=val["acc"], val_loss=val["loss"])
+    if curve:
+        out["test_acc_curve"] = [float(start)] + [float(a) for a in hist["val_acc"]]
+    return out
 
 
 def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2, seed: int = 0,
