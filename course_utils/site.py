@@ -193,12 +193,20 @@ def _collect_alt_texts(app) -> None:
 def _apply_alt_texts(app, doctree) -> None:
     from docutils import nodes
 
+    from sphinx.util import logging as sphinx_logging
+
     texts = getattr(app.env, "course_alt_texts", {})
     for node in doctree.findall(nodes.image):
-        if not node.get("alt"):
-            alt = texts.get(Path(node.get("uri", "")).stem)
-            if alt:
-                node["alt"] = alt
+        if node.get("alt"):
+            continue
+        stem = Path(node.get("uri", "")).stem
+        if stem in texts:
+            node["alt"] = texts[stem]
+        elif re.fullmatch(r"[0-9a-f]{64}", stem):  # a notebook output myst-nb wrote
+            # Sphinx would fall back to the file name as alt text: say so at build time
+            sphinx_logging.getLogger(__name__).warning(
+                "a notebook image has no alt text (no 'alt' in its output metadata)",
+                location=node)
 
 
 def setup(app):
@@ -285,6 +293,7 @@ def build_site(build: str | os.PathLike = "build", out: str | os.PathLike | None
     Raises ``FileNotFoundError`` when there is no executed notebook, and
     ``FileExistsError`` rather than delete an ``out`` folder that is not a site."""
     from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
 
     build = Path(build)
     out = Path(out) if out is not None else build / "site"
@@ -309,14 +318,16 @@ def build_site(build: str | os.PathLike = "build", out: str | os.PathLike | None
         for p in paths:
             shutil.copyfile(p, src / p.name)
         (src / "index.md").write_text(front_page(summaries), encoding="utf-8")
-        app = Sphinx(str(src), None, str(html), str(Path(tmp) / "doctrees"), "html",
-                     confoverrides=_conf(summaries), status=io.StringIO(), warning=warnings,
-                     freshenv=True)
-        with warnings_module.catch_warnings():
+        # docutils_namespace: what Sphinx's own command does, so that a second build in one
+        # process (tests, a notebook) does not meet the first one's directives and nodes
+        with docutils_namespace(), warnings_module.catch_warnings():
             # the theme and myst-parser use Sphinx APIs that Sphinx 11 will remove: their
             # maintainers' matter, not the reader's
             warnings_module.filterwarnings(
                 "ignore", message=".*Check CHANGES for Sphinx API modifications")
+            app = Sphinx(str(src), None, str(html), str(Path(tmp) / "doctrees"), "html",
+                         confoverrides=_conf(summaries), status=io.StringIO(),
+                         warning=warnings, freshenv=True)
             app.build()
         if app.statuscode:
             raise RuntimeError(f"Sphinx failed to build the site:\n{warnings.getvalue()}")
@@ -327,5 +338,6 @@ def build_site(build: str | os.PathLike = "build", out: str | os.PathLike | None
     return SiteBuild(
         index=out / "index.html", pages=pages, seconds=time.perf_counter() - start,
         notebooks=summaries,
-        warnings=[w for w in warnings.getvalue().splitlines() if w.strip()],
+        warnings=[re.sub(r"\x1b\[[0-9;]*m", "", w)
+                  for w in warnings.getvalue().splitlines() if w.strip()],
         external=external_assets(out))
