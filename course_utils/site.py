@@ -99,7 +99,9 @@ def summarize(executed: str | os.PathLike) -> NotebookSummary:
     neither."""
     path = Path(executed)
     nb = json.loads(path.read_text(encoding="utf-8"))
-    markdown = [_source(c) for c in nb.get("cells", []) if c.get("cell_type") == "markdown"]
+    markdown = [_source(c) for c in nb.get("cells", []) if c.get("cell_type") == "markdown"
+                # papermill's banner over a notebook that failed is not the notebook's prose
+                and "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
     title, summary = path.stem, ""
     paragraphs = [p for md in markdown[:2] for p in _paragraphs(md)]
     if paragraphs and paragraphs[0].startswith("# "):
@@ -338,6 +340,6 @@ def build_site(build: str | os.PathLike = "build", out: str | os.PathLike | None
     return SiteBuild(
         index=out / "index.html", pages=pages, seconds=time.perf_counter() - start,
         notebooks=summaries,
-        warnings=[re.sub(r"\x1b\[[0-9;]*m", "", w)
+        warnings=[re.sub(r"\x1b\[[0-9;]*m", "", w).replace(str(src), str(build))
                   for w in warnings.getvalue().splitlines() if w.strip()],
         external=external_assets(out))

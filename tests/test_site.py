@@ -78,7 +78,10 @@ def test_summary_is_the_title_and_first_paragraph_of_prose(tiny_build, tmp_path)
     assert (s.seconds, s.profile) == (97.4, "smoke")
     # a first cell holding only the title: the summary comes from the next markdown cell;
     # no papermill metadata: no run time
+    # (papermill's banner over a failed notebook is skipped)
     bare = write_notebook(tmp_path / "03_bare.ipynb", [
+        nbformat.v4.new_markdown_cell('<span style="color:red">An Exception was encountered',
+                                      metadata={"tags": ["papermill-error-cell-tag"]}),
         nbformat.v4.new_markdown_cell("# 03 · Bare"),
         nbformat.v4.new_markdown_cell("What the next cell says.")])
     s = summarize(bare)
@@ -115,6 +118,7 @@ def test_an_undescribed_figure_is_a_build_warning(tmp_path):
               [(_png(99), {}, "<Figure size 600x400 with 1 Axes>")])
     site = build_site(tmp_path, tmp_path / "site")
     assert len(site.warnings) == 1 and "has no alt text" in site.warnings[0], site.warnings
+    assert site.warnings[0].startswith(str(tmp_path / "01_bare.ipynb"))  # the build folder's
 
 
 def test_site_loads_nothing_from_the_network(tiny_site, tmp_path):
