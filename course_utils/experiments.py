@@ -415,22 +415,32 @@ class _Runner:
     def _path(self, size, seed, init, lr) -> Path:
         return self.cache_dir / f"run-{record_digest(self.key(size, seed, init, lr), 32)}.json"
 
-    def run(self, plan, *, label=None, progress=True, tuning=frozenset()):
-        """Run every ``(size, seed, init, lr)`` of ``plan`` not run yet; ``tuning`` marks
-        the ones shown as learning-rate search in the progress description."""
-        import json
-
+    def bar(self, total: int, *, label=None, progress=True):
+        """The outer progress bar over ``total`` runs (the trainers' bars nest inside it)."""
         from course_utils.progress import tqdm
 
-        todo = [p for p in dict.fromkeys(plan) if p not in self.done]
-        prefix = f"{label}, " if label else ""
-        with tqdm(total=len(todo), desc=f"runs: {prefix}".rstrip(", "), disable=not progress,
-                  unit="run") as bar:
-            for i, (size, seed, init, lr) in enumerate(todo, 1):
+        return tqdm(total=total, desc=f"runs: {label}" if label else "runs",
+                    disable=not progress or total == 0, unit="run")
+
+    def todo(self, plan) -> list:
+        return [p for p in dict.fromkeys(plan) if p not in self.done]
+
+    def run(self, plan, *, label=None, progress=True, tuning=frozenset(), bar=None):
+        """Run every ``(size, seed, init, lr)`` of ``plan`` not run yet, on ``bar`` (a new
+        one if None); ``tuning`` marks the ones shown as learning-rate search."""
+        import contextlib
+        import json
+
+        todo = self.todo(plan)
+        own = bar is None
+        with (self.bar(len(todo), label=label, progress=progress) if own
+              else contextlib.nullcontext(bar)) as bar:
+            prefix = f"{label}, " if label else ""
+            for size, seed, init, lr in todo:
                 what = f"lr {lr:g}" if lr is not None else "default lr"
                 if (size, seed, init, lr) in tuning:
                     what += ", lr search"
-                bar.set_description(f"run {i}/{len(todo)}: {prefix}{size}/class, seed {seed}, "
+                bar.set_description(f"run {bar.n + 1}/{bar.total}: {prefix}{size}/class, seed {seed}, "
                                     f"{_ARM_WORDS[init]}, {what}", refresh=False)
                 path = self._path(size, seed, init, lr) if self.cache else None
                 row = None
@@ -557,17 +567,20 @@ def fair_comparison(make_model, pretrain_state, data, sizes: Sequence[int] | int
                      train_kwargs=train_kwargs)
     search_plan = [(size, seed, init, float(lr)) for size in sizes for seed in seeds[:tune_seeds]
                    for init in inits for lr in grid[init]]
-    # one bar over the search and the remaining runs: the search runs at the chosen rate are
+    # one bar over the search and the remaining runs: the search runs at each chosen rate are
     # reused, so the total is known before the rates are
-    runner.run(search_plan, label=label, progress=progress, tuning=frozenset(search_plan))
-    search = _table([runner.done[p] for p in search_plan])
-    search = search[["init", "size", "seed", "lr", "val_acc", "val_loss", "seconds"]
-                    if "val_loss" in search else ["init", "size", "seed", "lr", "val_acc", "seconds"]]
-    chosen = best_learning_rates(search)
-    rates = FairComparison(None, search, chosen).rates()
-    plan = [(size, seed, init, rates[init][size]) for size in sizes for seed in seeds
-            for init in inits]
-    runner.run(plan, label=label, progress=progress)
+    n_main = len(sizes) * len(seeds) * len(inits) - len(sizes) * tune_seeds * len(inits)
+    with runner.bar(len(dict.fromkeys(search_plan)) + n_main, label=label, progress=progress) as bar:
+        runner.run(search_plan, label=label, progress=progress, tuning=frozenset(search_plan),
+                   bar=bar)
+        search = _table([runner.done[p] for p in search_plan])
+        search = search[[c for c in ("init", "size", "seed", "lr", "val_acc", "val_loss", "seconds")
+                         if c in search]]
+        chosen = best_learning_rates(search)
+        rates = FairComparison(None, search, chosen).rates()
+        plan = [(size, seed, init, rates[init][size]) for size in sizes for seed in seeds
+                for init in inits]
+        runner.run(plan, label=label, progress=progress, bar=bar)
     return FairComparison(_table([runner.done[p] for p in plan]), search, chosen)
 
 

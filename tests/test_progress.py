@@ -148,3 +148,18 @@ def test_a_bar_opened_inside_a_running_bar_is_transient(monkeypatch, capsys):
     with progress.tqdm(total=1, desc="disabled", disable=True):
         with progress.tqdm(total=1, desc="alone") as alone:
             assert alone.leave is True           # a disabled bar is not a running one
+
+
+def test_a_fair_comparison_is_one_bar_over_search_and_runs(monkeypatch, capsys):
+    from test_experiments import DisagreeingTrainer, _fake_data, _fake_factory, _fake_load
+
+    from course_utils.experiments import fair_comparison
+
+    monkeypatch.setenv(progress.ENV, "final")
+    pool, val = _fake_data().train_val_split(0.25, 0)
+    fair_comparison(_fake_factory, "S", pool, [2], seeds=(0, 1, 2), validation=val,
+                    lr_grid={"scratch": [1e-3, 1e-2], "pretrained": [1e-4, 1e-3]},
+                    trainer=DisagreeingTrainer(), load_state=_fake_load, label="small/fake")
+    lines = capsys.readouterr().err.splitlines()
+    # 4 search runs + 2 more seeds x 2 arms, in one bar: one line, naming the last run
+    assert len(lines) == 1 and lines[0].startswith("run 8/8: small/fake, 2/class, seed 2"), lines
