@@ -51,6 +51,29 @@ def paired_ci(pretrained, scratch, confidence=0.95):
     return d.mean(), d.mean() - half, d.mean() + half
 
 
+def test_answers_that_call_the_functions_with_keywords_pass():
+    def choose_kw(fit, accuracy, arm, lrs, train, val, seed):
+        models = {lr: fit(arm=arm, x=train[0], y=train[1], lr=lr, seed=seed) for lr in lrs}
+        best = max(lrs, key=lambda lr: accuracy(model=models[lr], x=val[0], y=val[1]))
+        return best, models[best]
+
+    def compare_kw(fit, accuracy, pool, val, test, per_class, seeds, lrs, subset=None, choose=None):
+        out = {arm: {"lr": [], "test_acc": []} for arm in ARMS}
+        for seed in seeds:
+            idx = subset(y=pool[1], per_class=per_class, seed=seed)
+            for arm in ARMS:
+                lr, model = choose(fit=fit, accuracy=accuracy, arm=arm, lrs=lrs,
+                                   train=(pool[0][idx], pool[1][idx]), val=val, seed=seed)
+                out[arm]["lr"].append(lr)
+                out[arm]["test_acc"].append(accuracy(model=model, x=test[0], y=test[1]))
+        return out
+
+    check_lr_chooser(choose_kw)
+    check_fair_comparison(compare_kw)
+    check_paired_ci(lambda pretrained, scratch, confidence=0.95: paired_ci(pretrained=pretrained, scratch=scratch,
+                                                                           confidence=confidence))
+
+
 def test_correct_answers_and_the_references_pass():
     check_stratified_subset(stratified_subset)
     check_stratified_subset(reference_subset)

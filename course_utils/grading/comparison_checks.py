@@ -194,11 +194,11 @@ def check_lr_chooser(choose_fn: Callable, *, name: str = "choose_lr") -> None:
         ("pretrained", 3, [3e-2, 3e-4, 3e-3], {3e-2: 0.30, 3e-4: 0.40, 3e-3: 0.65}),
         ("pretrained", 7, [1e-2, 1e-3, 1e-4, 1e-5], {1e-2: 0.2, 1e-3: 0.4, 1e-4: 0.8, 1e-5: 0.6}),
     ]
-    for arm, seed, lrs, val_acc in cases:
+    for case_arm, case_seed, lrs, val_acc in cases:
         fits: list[_FakeModel] = []
         train_acc = {lr: 0.5 + 0.1 * r for r, lr in enumerate(sorted(lrs))}  # rises with lr
 
-        def fit(arm_, x, y, lr, seed_):
+        def fit(arm, x, y, lr, seed):  # the parameter names of the notebook's fit
             split, rows = _rows_of(x, f"{name}'s call of fit")
             if split != _POOL:
                 raise AssertionError(f"{name} trained a model on the {_SPLIT_NAMES[split]}: train on "
@@ -208,7 +208,7 @@ def check_lr_chooser(choose_fn: Callable, *, name: str = "choose_lr") -> None:
                                      "images: pass train[0] and train[1] together")
             if lr not in val_acc:
                 raise AssertionError(f"{name} trained with lr={lr!r}, which is not in lrs={lrs}")
-            model = _FakeModel(arm_, lr, seed_, split, rows)
+            model = _FakeModel(arm, lr, seed, split, rows)
             fits.append(model)
             return model
 
@@ -223,6 +223,7 @@ def check_lr_chooser(choose_fn: Callable, *, name: str = "choose_lr") -> None:
                 return train_acc[model.lr]
             raise AssertionError(f"{name} scored a model on the {_SPLIT_NAMES[split]}")
 
+        arm, seed = case_arm, case_seed
         call = f"{name}(fit, accuracy, {arm!r}, lrs={lrs}, train, val, seed={seed})"
         out = check_tuple(choose_fn(fit, accuracy, arm, list(lrs), train, val, seed), 2, name=call,
                           names=("best_lr", "model"))
