@@ -16,7 +16,7 @@ PROFILES = ("smoke", "embedded", "full")
 
 _SUBMODULES = {
     "bench", "checkpoint", "cli", "curves", "distributed", "data", "device", "download", "experiments", "features",
-    "grading", "history", "keras", "models", "plots", "progress", "results", "runner", "threads",
+    "grading", "history", "keras", "models", "plots", "progress", "results", "runner", "site", "threads",
     "train",
     "autograde",
     # the framework-neutral core both halves share (see docs/architecture.md)

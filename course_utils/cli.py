@@ -34,7 +34,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    if r.slowest is not None else "slowest cell: not timed")
         print(f"  {r.source.name:<34} {r.seconds:7.1f} s  {slowest}  -> {r.output}")
     if not args.no_html:
-        print(f"Open {args.out}/index.html in a browser to read the executed notebooks.")
+        print(f"Open {args.out}/index.html in a browser to read the executed notebooks; "
+              f"'course site --build {args.out}' makes the course site from them.")
     if args.max_cell_seconds is not None:
         slow = cells_over_limit(results, args.max_cell_seconds)
         if slow:

@@ -244,7 +244,10 @@ def write_index(results: list[NotebookResult], out_dir: str | os.PathLike, profi
         "<!doctype html>\n<html><head><meta charset='utf-8'>"
         "<title>Transfer-learning course: executed notebooks</title></head>\n"
         f"<body><h1>Transfer-learning course</h1><p>Profile: <b>{profile}</b></p>\n"
-        f"<ol>\n{rows}\n</ol></body></html>\n"
+        f"<ol>\n{rows}\n</ol>\n"
+        "<p>The course site (front page, navigation, search) is <a href=\"site/index.html\">"
+        "site/index.html</a>, built by <code>make course</code> or "
+        f"<code>course site --build {out_dir.name}</code>.</p></body></html>\n"
     )
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
