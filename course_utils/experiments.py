@@ -14,6 +14,14 @@ For the embedded profile the course uses one standard transfer task on Fashion-M
 :func:`source_target_split` (source = classes 0-4, target = classes 5-9 relabelled 0-4),
 :func:`pretrain_source` (pretrain on the source task, cached on disk) and
 :func:`finetune_vs_scratch`, which wires them together.
+
+A fair comparison gives each arm its own learning rate: :func:`fair_comparison` picks it per
+arm and size from a small grid (:data:`LR_GRID`) on a validation split carved out of the
+training pool, never on the test split, then runs every seed at the chosen rates. Every run
+can be cached on disk by its full configuration (``cache=True``; :func:`run_cache_dir`), so a
+notebook run a second time reads its runs back in seconds. With ``curve=True`` the trainers
+record test accuracy per epoch (epoch 0 included), from which :func:`epoch_curve_readout`
+reads the start, slope and asymptote of the transfer-learning literature.
 """
 from __future__ import annotations
 

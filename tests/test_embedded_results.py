@@ -64,12 +64,31 @@ def test_central_gains_reads_only_small_sizes():
 
 @needs_build
 @pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_pretrained_beats_scratch_by_15_points_with_few_images(framework):
+    run = _load("05_scratch_vs_pretrained")[framework]
+    gap = best_small_gap(run["sizes"], run["pretrained_acc"], run["scratch_acc"])
+    assert gap >= 0.15, f"{framework}: pretrained beats scratch by only {gap:.3f} at <=10 per class"
+
+
+@needs_build
+def test_scratch_catches_up_and_leads_at_30_images_per_class():
+    """05 section 4 under the fair baseline: scratch at its own rate catches up with the
+    (stem + block1 frozen) pretrained network by 30 images per class and leads there."""
+    nb = _load("05_scratch_vs_pretrained")
+    run = nb["torch"]
+    assert nb["catch_up_torch"] is not None and nb["catch_up_torch"] <= 30, nb["catch_up_torch"]
+    i = run["sizes"].index(30)
+    assert run["gain_ci_high"][i] < 0, (run["gain"][i], run["gain_ci_low"][i], run["gain_ci_high"][i])
+
+
+@needs_build
+@pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_pretrained_beats_scratch_with_one_image_per_class_beyond_seed_noise(framework):
     """05's central claim, under the fair baseline (each arm's rate chosen on validation):
     at 1 image per class the paired gain's 95 % interval lies above 0."""
     run = _load("05_scratch_vs_pretrained")[framework]
     (size, gain, lo, hi), *_ = central_gains(run, max_size=1)
-    assert size == 1 and run["seeds"][0] >= 10, run
+    assert size == 1 and run["seeds"][0] >= 5, run
     assert lo > 0, f"{framework}: gain at 1/class {gain:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]"
 
 
@@ -87,6 +106,39 @@ def test_full_finetuning_beats_feature_extraction_with_enough_data():
     run = _load("06_when_to_finetune")["large_target"]
     assert run["per_class"] >= 100
     assert run["full_finetune_acc"] > run["feature_extraction_acc"], run
+
+
+FE = ("feature extraction (last layer)", "feature extraction (block1)")
+
+
+@needs_build
+@pytest.mark.parametrize("domain", ["similar", "different"])
+def test_small_target_full_finetuning_beats_feature_extraction(domain):
+    """06's measured departure from the textbook table: with 10 images per class, full
+    fine-tuning (at its validated rate) beat a linear classifier on either layer's features."""
+    acc = _load("06_when_to_finetune")["accuracy"][f"small/{domain}"]
+    assert acc["full fine-tuning"] > max(acc[m] for m in FE), acc
+
+
+@needs_build
+def test_large_different_target_is_won_by_a_fitted_network():
+    """06: with the large digits target the best method fits every weight (fine-tuning or
+    from scratch), as the textbook table advises."""
+    nb = _load("06_when_to_finetune")
+    acc = nb["accuracy"]["large/different"]
+    assert max(acc["full fine-tuning"], acc["from scratch"]) > max(acc[m] for m in FE), acc
+    assert nb["decision"]["large/different"]["follows_advice"], nb["decision"]
+
+
+@needs_build
+@pytest.mark.parametrize("domain", ["similar", "different"])
+def test_layer_transfer_last_layer_features_win_with_a_large_target(domain):
+    """06's layer-transfer verdict where it is beyond seed noise: with a large target, the
+    last layer's features beat block1's in both domains (block1's win on the small distant
+    target is within one seed-to-seed std and is not asserted)."""
+    lt = _load("06_when_to_finetune")["layer_transfer"]
+    assert lt["verdict"][f"large/{domain}"] == "last layer", lt
+    assert lt["early_minus_last"][f"large/{domain}"] < 0, lt
 
 
 @needs_build
