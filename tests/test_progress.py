@@ -76,6 +76,18 @@ def test_course_run_keeps_a_few_progress_lines_per_cell(course_bin, tmp_path):
             "lc = curves.learning_curve(lambda *a: (0.1, 0.2), np.zeros((40, 2)),\n"
             "                           np.repeat([0, 1], 20), sizes=[4, 8], seeds=[0, 1])\n"
             "print('done')"),
+        nbformat.v4.new_code_cell(  # an experiment: outer 'run i/N' bar, a fit bar inside each run
+            "import numpy as np\nfrom course_utils.data import ImageData\n"
+            "from course_utils.experiments import fair_comparison\nfrom course_utils.progress import tqdm\n"
+            "x, y = np.zeros((40, 8, 8), np.uint8), np.repeat(np.arange(4), 10).astype(np.int64)\n"
+            "pool, val = ImageData('f', x, y, x, y, tuple('abcd')).train_val_split(0.25, 0)\n"
+            "def trainer(model, data, seed, *, lr, validation=None, progress=False):\n"
+            "    for _ in tqdm(range(5), desc='fit', mininterval=0):\n"
+            "        pass\n"
+            "    return {'test_acc': lr, 'val_acc': lr}\n"
+            "res = fair_comparison(lambda seed: {}, 'S', pool, [1, 2], (0, 1, 2), validation=val,\n"
+            "                      lr_grid={'scratch': [1, 2], 'pretrained': [3, 4]}, trainer=trainer,\n"
+            "                      load_state=lambda m, s: m, label='small/fake')"),
     ])
     proc = subprocess.run([str(course_bin), "run", str(tmp_path / "bars.ipynb"), "--profile",
                            "smoke", "--out", str(tmp_path / "out"), "--no-html"],
@@ -85,8 +97,11 @@ def test_course_run_keeps_a_few_progress_lines_per_cell(course_bin, tmp_path):
     code = [c for c in executed.cells if c["cell_type"] == "code"
             and "injected-parameters" not in c["metadata"].get("tags", [])]
     counts = [_progress_lines(c) for c in code]
-    assert counts == [0, progress.MAX_FINAL_LINES, 0], counts
+    assert counts == [0, progress.MAX_FINAL_LINES, 0, 1], counts
     assert "run 1/10: 100%|" in "".join(o.get("text", "") for o in code[1]["outputs"])
+    # the experiment keeps one line, its outer bar naming the last run; no fit line
+    text = "".join(o.get("text", "") for o in code[3]["outputs"])
+    assert "run 16/16: small/fake, 2/class, seed 2" in text and "fit" not in text, text
 
 
 def test_the_line_count_sees_a_flood():
@@ -130,6 +145,7 @@ def test_an_experiment_shows_one_outer_bar_naming_the_run_and_a_transient_inner_
 
 def test_an_experiment_in_final_mode_writes_one_line_naming_the_last_run(monkeypatch, capsys):
     monkeypatch.setenv(progress.ENV, "final")
+    monkeypatch.setattr(progress, "_final_lines", {})  # outside IPython the line cap is per process
     _nested_experiment()
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines
@@ -156,6 +172,7 @@ def test_a_fair_comparison_is_one_bar_over_search_and_runs(monkeypatch, capsys):
     from course_utils.experiments import fair_comparison
 
     monkeypatch.setenv(progress.ENV, "final")
+    monkeypatch.setattr(progress, "_final_lines", {})
     pool, val = _fake_data().train_val_split(0.25, 0)
     fair_comparison(_fake_factory, "S", pool, [2], seeds=(0, 1, 2), validation=val,
                     lr_grid={"scratch": [1e-3, 1e-2], "pretrained": [1e-4, 1e-3]},
