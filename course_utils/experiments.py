@@ -44,7 +44,8 @@ __all__ = ["INITS", "SOURCE_CLASSES", "TARGET_CLASSES", "scratch_vs_pretrained",
            "paired_gain", "plot_scratch_vs_pretrained", "source_target_split", "pretrain_source",
            "source_task", "pretrain_key", "pretrain_cache_path", "finetune_vs_scratch", "transfer_experiment", "torch_trainer", "load_pretrained_torch",
            "subset_test_split", "fair_comparison", "FairComparison", "best_learning_rates",
-           "LR_GRID", "epoch_curve_readout", "RUN_CACHE_ENV", "run_cache_dir"]
+           "LR_GRID", "epoch_curve_readout", "RUN_CACHE_ENV", "run_cache_dir",
+           "linear_probe_trainer"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,36 @@ def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
     if curve:
         out["test_acc_curve"] = [float(start)] + [float(a) for a in hist["val_acc"]]
     return out
+
+
+def linear_probe_trainer(model, data, seed, *, layer: str | None = None, size: int | None = None,
+                         test_indices: np.ndarray | None = None, validation=None,
+                         device=None, progress: bool = False, **head_kwargs) -> dict:
+    """Feature extraction as a trainer, so it runs, pairs and caches like the other arms of
+    :func:`scratch_vs_pretrained` (``inits=("pretrained",)``): the network stays frozen,
+    :func:`course_utils.features.extract_features` turns ``data``'s images into the pooled
+    features of ``layer`` (None: the ones the classifier sees), and
+    :func:`course_utils.features.fit_linear_head` (``head_kwargs``, seeded with ``seed``)
+    fits a linear classifier on them. Returns ``test_acc`` (and ``val_acc`` with
+    ``validation``)."""
+    from course_utils.features import extract_features, fit_linear_head
+
+    def feats(x):
+        return extract_features(model, x, layer=layer, size=size, device=device, progress=progress)
+
+    x_test, y_test = data.x_test, data.y_test
+    if test_indices is not None:
+        x_test, y_test = x_test[test_indices], y_test[test_indices]
+    head = fit_linear_head(feats(data.x_train), data.y_train, seed=seed, **head_kwargs)
+    out = {"test_acc": float(head.score(feats(x_test), y_test))}
+    if validation is not None:
+        x_val, y_val = _validation_arrays(validation)
+        out["val_acc"] = float(head.score(feats(x_val), y_val))
+    return out
+
+
+#: how progress descriptions name the pretrained arm of this trainer
+linear_probe_trainer.arm_words = {"pretrained": "feature extraction"}
 
 
 def _validation_arrays(validation):
@@ -445,11 +476,13 @@ class _Runner:
               else contextlib.nullcontext(bar)) as bar:
             prefix = f"{label}, " if label else ""
             for size, seed, init, lr in todo:
-                what = f"lr {lr:g}" if lr is not None else "default lr"
+                what = [getattr(self.trainer, "arm_words", {}).get(init, _ARM_WORDS[init])]
+                if lr is not None:
+                    what.append(f"lr {lr:g}")
                 if (size, seed, init, lr) in tuning:
-                    what += ", lr search"
+                    what.append("lr search")
                 bar.set_description(f"run {bar.n + 1}/{bar.total}: {prefix}{size}/class, seed {seed}, "
-                                    f"{_ARM_WORDS[init]}, {what}", refresh=False)
+                                    + ", ".join(what), refresh=False)
                 path = self._path(size, seed, init, lr) if self.cache else None
                 row = None
                 if path is not None and path.exists():

@@ -412,3 +412,16 @@ def test_torch_trainer_scores_validation_and_records_an_epoch_curve():
     out = torch_trainer(model, pool, 0, epochs=2, lr=1e-2, validation=val, curve=True)
     assert 0 <= out["val_acc"] <= 1 and len(out["test_acc_curve"]) == 3
     assert out["test_acc_curve"][-1] == pytest.approx(out["test_acc"])
+
+
+def test_linear_probe_trainer_fits_a_head_on_frozen_features(tmp_path, monkeypatch):
+    from course_utils.experiments import linear_probe_trainer
+
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))   # the feature cache goes there
+    data = _fake_data()
+    pool, val = data.train_val_split(0.25, 0)
+    model = _model(4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = linear_probe_trainer(model, pool, 0, layer="block1", size=28, validation=val)
+    assert set(out) == {"test_acc", "val_acc"} and 0 <= out["test_acc"] <= 1
+    assert all((before[k] == v).all() for k, v in model.state_dict().items())  # nothing trained
