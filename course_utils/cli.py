@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from course_utils import PROFILES
@@ -92,8 +93,13 @@ def _list_data() -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
         if r[5]:
             print(" " * (sum(widths) + 8) + r[5])
+    from course_utils.download import MIRROR_ENV
+
+    mirror = os.environ.get(MIRROR_ENV)
     print(f"\nCache root: {data_home()} ($COURSE_DATA). For a classroom without internet, run "
-          "`course data NAME ...` on a connected machine and copy that folder.")
+          "`course data NAME ...` on a connected machine and copy that folder, or serve it and "
+          f"set ${MIRROR_ENV} to its URL or mount point"
+          + (f" (now: {mirror})." if mirror else "."))
     if failed:
         print(f"error: {', '.join(failed)} fail(s) verification (see above)", file=sys.stderr)
         return 1

@@ -124,3 +124,12 @@ def test_fashion_mnist_status_per_source(tmp_path):
         np.save(tmp_path / f"{key}.npy", np.zeros(shape, np.uint8 if key[0] == "x" else np.int64))
     st = fm.fashion_mnist_status(root=tmp_path, system_dir=None)
     assert st.cached and st.verified is None and st.size_kind == "on disk"
+
+
+def test_list_names_the_mirror_variable_and_its_value(empty_cache, capsys, monkeypatch):
+    monkeypatch.delenv("COURSE_MIRROR", raising=False)
+    assert cli.main(["data", "--list"]) == 0
+    assert "$COURSE_MIRROR" in capsys.readouterr().out
+    monkeypatch.setenv("COURSE_MIRROR", "http://lab-server:8000")
+    assert cli.main(["data", "--list"]) == 0
+    assert "(now: http://lab-server:8000)" in capsys.readouterr().out
