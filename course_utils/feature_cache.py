@@ -19,14 +19,17 @@ import numpy as np
 
 from course_utils.atomic import atomic_write, atomic_write_json
 from course_utils.fingerprint import array_fingerprint, record_digest
+from course_utils.preprocessing import RESIZE_RULE
 
 __all__ = ["CACHE_FORMAT", "data_fingerprint", "feature_cache_key", "feature_cache_dir",
            "feature_cache_path", "save_cached_features", "load_cached_features"]
 
 log = logging.getLogger(__name__)
 
-#: bumped when the meaning of a cache entry changes; part of every key
-CACHE_FORMAT = 1
+#: bumped when the meaning of a cache entry changes; part of every key. 2: the resize rule
+#: (``preprocessing.RESIZE_RULE``) joined the key, after entries written under the old
+#: ``round(size/crop_pct)`` rule were read back under the new floor rule with the same key.
+CACHE_FORMAT = 2
 
 #: the fingerprint of an image array (see :func:`course_utils.fingerprint.array_fingerprint`)
 data_fingerprint = array_fingerprint
@@ -36,14 +39,16 @@ def feature_cache_key(model: str, weights, layer, data, transform, **extra) -> s
     """The cache key: 32 hex digits of sha256 over a canonical JSON record of
     ``model`` (registry name), ``weights`` (weights name, ``None`` for random init),
     ``layer`` (``None`` = the classifier's input), ``data`` (a :func:`data_fingerprint`, or
-    the array itself), ``transform`` (its ``repr``, or the object) and any ``extra`` fields
+    the array itself), ``transform`` (its ``repr``, or the object), the preprocessing
+    library's resize rule (a transform's ``repr`` names its size and crop fraction, not the
+    rule that turns them into pixels) and any ``extra`` fields
     (e.g. ``framework="keras"``, ``state=...``). Same inputs, same key, in any process and
     in both frameworks."""
     if not isinstance(data, str):
         data = data_fingerprint(data)
     if not isinstance(transform, str):
         transform = repr(transform)
-    record = {"format": CACHE_FORMAT, "model": str(model),
+    record = {"format": CACHE_FORMAT, "resize_rule": RESIZE_RULE, "model": str(model),
               "weights": None if weights is None else str(getattr(weights, "name", weights)),
               "layer": None if layer is None else str(layer), "data": data,
               "transform": transform}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD",
-           "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "resize_for_crop", "image_layout"]
+           "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "RESIZE_RULE", "resize_for_crop",
+           "image_layout"]
 
 #: torchvision's ImageNet statistics (ResNet, VGG, MobileNetV2), of x / 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -21,6 +22,12 @@ INCEPTION_STD = (0.5, 0.5, 0.5)
 #: Fashion-MNIST training-set pixel mean and standard deviation (of x / 255)
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
+
+
+#: Names the rule :func:`resize_for_crop` applies. It is part of every feature-cache key
+#: (:mod:`course_utils.feature_cache`): change it with the rule, so features computed under the
+#: old rule are never read back as if they came from the new one.
+RESIZE_RULE = "floor(size/crop_pct)"
 
 
 def resize_for_crop(size: int, crop_pct: float) -> int:

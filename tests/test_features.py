@@ -47,6 +47,18 @@ def test_cache_key_is_stable_and_changes_with_every_field(images):
     assert F.data_fingerprint(flipped) != fp
 
 
+def test_cache_key_changes_with_the_resize_rule(images, monkeypatch):
+    """A transform's repr names its size and crop fraction, not the rule that turns them into
+    pixels: entries written under another rule must not be read back (seen: round -> floor)."""
+    from course_utils import feature_cache
+
+    base = dict(model="efficientnet_lite0", weights="imagenet", layer=None,
+                data=F.data_fingerprint(images), transform="EvalTransform(size=32)")
+    key = F.feature_cache_key(**base)
+    monkeypatch.setattr(feature_cache, "RESIZE_RULE", "round(size/crop_pct)")
+    assert F.feature_cache_key(**base) != key
+
+
 def test_cache_hit_skips_the_network_and_a_changed_key_misses(cnn, images, tmp_path):
     calls = count_forwards(cnn)
     first = F.extract_features(cnn, images, batch_size=4, cache_dir=tmp_path, progress=False)
