@@ -44,7 +44,7 @@ __all__ = ["INITS", "SOURCE_CLASSES", "TARGET_CLASSES", "scratch_vs_pretrained",
            "paired_gain", "plot_scratch_vs_pretrained", "source_target_split", "pretrain_source",
            "source_task", "pretrain_key", "pretrain_cache_path", "finetune_vs_scratch", "transfer_experiment", "torch_trainer", "load_pretrained_torch",
            "subset_test_split", "fair_comparison", "FairComparison", "best_learning_rates",
-           "LR_GRID", "epoch_curve_readout", "RUN_CACHE_ENV", "run_cache_dir",
+           "LR_GRID", "grid_edge", "epoch_curve_readout", "RUN_CACHE_ENV", "run_cache_dir",
            "linear_probe_trainer"]
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ RUN_CACHE_ENV = "COURSE_EXPERIMENT_CACHE"
 #: a small learning-rate grid per arm for Adam (d2l's fine-tuning chapter gives the randomly
 #: initialised layers a rate 10x the pretrained ones'): each arm picks its own on validation
 #: data, so neither is handicapped by a rate tuned for the other
-LR_GRID = {"scratch": (1e-3, 3e-3, 1e-2), "pretrained": (1e-4, 3e-4, 1e-3)}
+LR_GRID = {"scratch": (1e-3, 3e-3, 1e-2, 3e-2), "pretrained": (1e-4, 3e-4, 1e-3, 3e-3)}
 
 #: how the arms are called in progress descriptions
 _ARM_WORDS = {"scratch": "from scratch", "pretrained": "fine-tuning"}
@@ -566,6 +566,20 @@ def best_learning_rates(search, metric: str = "val_acc"):
     return best.reset_index(drop=True)
 
 
+def grid_edge(lr: float, grid: Sequence[float]) -> str:
+    """``"highest"`` or ``"lowest"`` when ``lr`` is that end of ``grid`` (of two or more
+    rates), else ``""``. A rate chosen at an end of its grid may not be that arm's best: a
+    wider grid could do better, so a fair comparison says so instead of hiding it."""
+    rates = sorted(float(r) for r in grid)
+    if len(rates) < 2:
+        return ""
+    if math.isclose(float(lr), rates[-1]):
+        return "highest"
+    if math.isclose(float(lr), rates[0]):
+        return "lowest"
+    return ""
+
+
 def fair_comparison(make_model, pretrain_state, data, sizes: Sequence[int] | int,
                     seeds: Sequence[int] = (0, 1, 2), *, validation,
                     lr_grid: Mapping[str, Sequence[float]] | None = None, tune_seeds: int = 1,
@@ -584,8 +598,9 @@ def fair_comparison(make_model, pretrain_state, data, sizes: Sequence[int] | int
     ``validation`` (images carved out of the *training* pool, e.g. the second half of
     ``data.train_val_split(...)`` with ``data`` its first half, never the test split). The
     rate with the best mean validation accuracy is then run for every seed (the search runs
-    at that rate are reused) and scored on the test split. Other arguments as in
-    :func:`scratch_vs_pretrained`. Returns a :class:`FairComparison`.
+    at that rate are reused) and scored on the test split. ``chosen`` has a ``grid_edge``
+    column (:func:`grid_edge`) that flags a rate at an end of its grid. Other arguments as
+    in :func:`scratch_vs_pretrained`. Returns a :class:`FairComparison`.
     """
     if validation is None:
         raise ValueError("fair_comparison needs validation data carved from the training pool "
@@ -618,6 +633,7 @@ def fair_comparison(make_model, pretrain_state, data, sizes: Sequence[int] | int
         search = search[[c for c in ("init", "size", "seed", "lr", "val_acc", "val_loss", "seconds")
                          if c in search]]
         chosen = best_learning_rates(search)
+        chosen["grid_edge"] = [grid_edge(r.lr, grid[r.init]) for r in chosen.itertuples()]
         rates = FairComparison(None, search, chosen).rates()
         plan = [(size, seed, init, rates[init][size]) for size in sizes for seed in seeds
                 for init in inits]

@@ -9,6 +9,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+# Experiment runs (course_utils.experiments' run cache) start empty in every test session, so the
+# notebooks' smoke runs train as they do on a fresh machine instead of reading runs an earlier
+# `make course` or test run left in ~/.cache/course_utils/experiments.
+if "COURSE_EXPERIMENT_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _runs = tempfile.mkdtemp(prefix="course-test-runs-")
+    os.environ["COURSE_EXPERIMENT_CACHE"] = _runs
+    atexit.register(shutil.rmtree, _runs, True)
+
 # Importing TensorFlow before torch has loaded Triton makes a later torch optimizer crash the
 # whole process (course_utils.keras guards its own import the same way).
 try:

@@ -304,6 +304,9 @@ def test_fair_comparison_chooses_each_arms_rate_on_validation_not_on_the_test_se
     # validation picks: scratch its largest rate, pretrained its smallest (test would pick the others)
     assert res.rates() == {"scratch": {2: 1e-2, 3: 1e-2}, "pretrained": {2: 1e-4, 3: 1e-4}}
     assert set(res.table.loc[res.table.init == "scratch", "lr"]) == {1e-2}
+    # both choices sit at an end of their grid, and the result says which
+    edges = {r.init: r.grid_edge for r in res.chosen.itertuples()}
+    assert edges == {"scratch": "highest", "pretrained": "lowest"}
     assert set(res.table.loc[res.table.init == "pretrained", "lr"]) == {1e-4}
     # the search holds no test score, and every trainer call got the validation split
     assert not [c for c in res.search.columns if c.startswith("test")]
@@ -330,6 +333,15 @@ def test_fair_comparison_refuses_without_validation_or_with_a_fixed_rate():
     with pytest.raises(ValueError, match="do not pass lr"):
         fair_comparison(_fake_factory, "S", data, [2], validation=data, lr=1e-3,
                         trainer=DisagreeingTrainer(), load_state=_fake_load, progress=False)
+
+
+def test_grid_edge_names_the_end_of_the_grid_a_rate_sits_on():
+    from course_utils.experiments import grid_edge
+
+    assert grid_edge(3e-3, [1e-3, 3e-3, 1e-2]) == ""
+    assert grid_edge(1e-2, [1e-2, 1e-3, 3e-3]) == "highest"   # order of the grid does not matter
+    assert grid_edge(1e-3, (1e-3, 1e-2)) == "lowest"
+    assert grid_edge(1e-3, [1e-3]) == ""                      # one rate: nothing was chosen
 
 
 def test_best_learning_rates_averages_seeds_and_breaks_ties_to_the_smaller_rate():
