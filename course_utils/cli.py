@@ -40,7 +40,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.max_cell_seconds is not None:
         slow = cells_over_limit(results, args.max_cell_seconds)
         if slow:
-            print("\nFAILED: cell(s) over the time limit:\n  " + "\n  ".join(slow),
+            print("\nFAILED: cell(s) over the time limit:\n  " + "\n  ".join(slow)
+                  + f"\n(every notebook ran; on a slower or busy machine raise --max-cell-seconds "
+                  f"{args.max_cell_seconds:g} or leave it out: make course MAX_CELL_SECONDS=)",
                   file=sys.stderr)
             return 1
     return 0
