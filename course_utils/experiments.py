@@ -482,7 +482,7 @@ class _Runner:
                 if (size, seed, init, lr) in tuning:
                     what.append("lr search")
                 bar.set_description(f"run {bar.n + 1}/{bar.total}: {prefix}{size}/class, seed {seed}, "
-                                    + ", ".join(what), refresh=False)
+                                    + ", ".join(what))  # shown as the run starts (runs take seconds)
                 path = self._path(size, seed, init, lr) if self.cache else None
                 row = None
                 if path is not None and path.exists():
