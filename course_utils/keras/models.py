@@ -20,6 +20,11 @@ fetched by Keras from Google's storage: that is the ``full`` profile (internet).
 ``weights="imagenet"`` raises :class:`PretrainedWeightsUnavailable` naming the file, its
 URL and the Keras cache path where it can be put by hand, and the embedded alternative.
 
+Test hook: with ``COURSE_FIXTURE_WEIGHTS=1`` in the environment (:data:`FIXTURE_WEIGHTS_ENV`), a
+``keras.applications`` model loads its weight file from the Keras cache without Keras's own
+hash check, so the test suite can put randomly initialised weights there and run the ``full``
+profile offline. A warning says so on every build. Never set it for real weights.
+
 Each model carries its :class:`KerasModelSpec` (``get_spec(model)``): input shape,
 normalisation, preprocessing and layer groups from input to output, which the
 fine-tuning helpers in :mod:`course_utils.keras.transfer` use.
@@ -44,7 +49,7 @@ from course_utils.preprocessing import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, I
                                         INCEPTION_STD)
 from course_utils.weights import IMAGENET, WeightsEnum, resolve_weights_name, weights_enum
 
-__all__ = ["KerasModelSpec", "KerasWeights", "PretrainedWeightsUnavailable", "create_model",
+__all__ = ["KerasModelSpec", "KerasWeights", "PretrainedWeightsUnavailable", "FIXTURE_WEIGHTS_ENV", "create_model",
            "list_models", "get_spec", "get_model_weights", "layer_groups", "preprocess_input", "keras_weights_url", "keras_cache_path"]
 
 log = logging.getLogger(__name__)
@@ -153,19 +158,36 @@ def _fetch_application_weights(name: str, include_top: bool, input_shape) -> Non
             "weights: create_model('efficientnet_lite0', weights='imagenet').") from exc
 
 
+#: Environment variable of the test hook described in the module docstring.
+FIXTURE_WEIGHTS_ENV = "COURSE_FIXTURE_WEIGHTS"
+
+
+def _imagenet_source(name: str, include_top: bool, input_shape) -> str:
+    """What to pass as ``weights=`` to a ``keras.applications`` builder: ``"imagenet"`` (Keras
+    finds the file in its cache, checking its pinned hash, or downloads it), or under the
+    fixture hook the cached file's path (loaded as it is)."""
+    if os.environ.get(FIXTURE_WEIGHTS_ENV) != "1":
+        return "imagenet"
+    path = keras_cache_path(keras_weights_url(name, include_top, input_shape)[0])
+    log.warning("%s: loading %s without checking its hash (%s=1, a test hook for fixture "
+                "weights; unset it for real weights)", name, path, FIXTURE_WEIGHTS_ENV)
+    return str(path)
+
+
 def _app_builder(name: str, fn_name: str):
     def build(weights, num_classes, include_top, input_shape, pooling):
         fn = getattr(keras.applications, fn_name)
         if weights == "imagenet":
             top = include_top and num_classes == 1000
             _fetch_application_weights(name, top, input_shape)
+            weights = _imagenet_source(name, top, input_shape)
             if include_top and num_classes != 1000:
                 # pretrained body, new head for the task (as PyTorch's replace_head)
-                base = fn(include_top=False, weights="imagenet", input_shape=input_shape,
+                base = fn(include_top=False, weights=weights, input_shape=input_shape,
                           pooling="avg")
                 out = keras.layers.Dense(num_classes, name="predictions")(base.output)
                 return keras.Model(base.input, out, name=name)
-            return fn(include_top=include_top, weights="imagenet", input_shape=input_shape,
+            return fn(include_top=include_top, weights=weights, input_shape=input_shape,
                       pooling=pooling, classifier_activation=None)
         return fn(include_top=include_top, weights=None, input_shape=input_shape, pooling=pooling,
                   classes=num_classes, classifier_activation=None)
