@@ -62,7 +62,9 @@ _COLUMNS = ["init", "size", "seed", "n_train", "test_acc", "test_loss", "train_a
             "train_loss", "seconds"]
 
 #: bump when what one cached experiment run computes changes, so old runs are not reused
-_RUN_RECIPE = 1
+#: (2: torch_trainer scores in batches of 64, not 500, and reads a curve run's final test
+#: score from its last epoch)
+_RUN_RECIPE = 2
 #: environment variable moving the experiment-run cache (default ``$COURSE_DATA/experiments``)
 RUN_CACHE_ENV = "COURSE_EXPERIMENT_CACHE"
 
@@ -115,9 +117,9 @@ def load_pretrained_torch(model, state: Mapping, *, num_classes: int | None = No
 def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
                   batch_size: int = 16, optimizer: str = "adam", weight_decay: float = 0.0,
                   scheduler: str | None = None, freeze_upto: str | None = None, augment=None,
-                  size: int | None = None, eval_batch_size: int = 500,
+                  size: int | None = None, eval_batch_size: int = 64,
                   test_indices: np.ndarray | None = None, validation=None, curve: bool = False,
-                  device=None, progress: bool = False) -> dict:
+                  crop_pct: float = 1.0, device=None, progress: bool = False) -> dict:
     """Train a PyTorch ``model`` on ``data.x_train`` with :func:`course_utils.train.fit` and
     score it on ``data.x_test`` (the held-out test split; the number of ``epochs`` is fixed
     in advance: a few images per class leave nothing to stop early on).
@@ -130,13 +132,22 @@ def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
     asymptote of :func:`epoch_curve_readout`.
 
     Inputs are normalised with the model's declared mean and std, repeated to 3 channels if
-    the model wants colour and resized to ``size`` if given. ``freeze_upto`` freezes layer
+    the model wants colour and resized to ``size`` if given (test and validation images:
+    resized to ``size / crop_pct`` and centre-cropped, as ImageNet evaluation does with
+    ``crop_pct=0.875``, 256 then 224). ``freeze_upto`` freezes layer
     groups first (``"head"``: only the classifier trains). ``scheduler="cosine"`` anneals the
     rate over the epochs (see :func:`course_utils.train.fit`): with Adam at a constant rate
     the last epochs still take large steps, and the BatchNorm statistics the test sees lag
     behind the weights. ``test_indices`` scores a fixed
     subset of the test split (for quick checks). Returns ``test_acc``, ``test_loss``,
     ``train_acc``, ``train_loss`` (last epoch).
+
+    Scoring is most of the cost of a small run on a CPU. ``eval_batch_size`` is 64 because
+    larger batches are slower there, not faster: a batch of 500 small-CNN activations
+    (50 MB) is above glibc's largest mmap threshold, so every batch maps fresh pages and
+    page-faults through them (measured: 2.4x the CPU time of batches of 64 for the same
+    400 images, identical accuracy). With ``curve=True`` the last epoch's test score is the
+    final one (the same weights, the same images): it is not computed twice.
     """
     from course_utils.data.fast import FastLoader
     from course_utils.models import freeze
@@ -154,18 +165,22 @@ def torch_trainer(model, data, seed: int, *, epochs: int = 30, lr: float = 1e-3,
     x_test, y_test = data.x_test, data.y_test
     if test_indices is not None:
         x_test, y_test = x_test[test_indices], y_test[test_indices]
-    test = FastLoader(x_test, y_test, eval_batch_size, shuffle=False, seed=None, **common)
+    test = FastLoader(x_test, y_test, eval_batch_size, shuffle=False, seed=None, crop_pct=crop_pct,
+                      **common)
     start = evaluate(model, test, device=device)["acc"] if curve else None
     hist = fit(model, train, test if curve else None, epochs=epochs, lr=lr, optimizer=optimizer,
                weight_decay=weight_decay, scheduler=scheduler, seed=seed, device=device,
                progress=progress, restore_best=False)
-    scores = evaluate(model, test, device=device)
+    if curve and len(hist["val_acc"]):   # scored after the last epoch already
+        scores = {"acc": hist["val_acc"][-1], "loss": hist["val_loss"][-1]}
+    else:
+        scores = evaluate(model, test, device=device)
     out = {"test_acc": float(scores["acc"]), "test_loss": float(scores["loss"]),
            "train_acc": float(hist.last["train_acc"]), "train_loss": float(hist.last["train_loss"])}
     if validation is not None:
         x_val, y_val = _validation_arrays(validation)
         val = evaluate(model, FastLoader(x_val, y_val, eval_batch_size, shuffle=False, seed=None,
-                                         **common), device=device)
+                                         crop_pct=crop_pct, **common), device=device)
         out.update(val_acc=float(val["acc"]), val_loss=float(val["loss"]))
     if curve:
         out["test_acc_curve"] = [float(start)] + [float(a) for a in hist["val_acc"]]
@@ -588,7 +603,8 @@ def fair_comparison(make_model, pretrain_state, data, sizes: Sequence[int] | int
                     finetune_kwargs: Mapping[str, Any] | None = None,
                     model_kwargs: Mapping[str, Any] | None = None, cache: bool = False,
                     cache_dir: str | Path | None = None, label: str | None = None,
-                    progress: bool = True, **train_kwargs) -> FairComparison:
+                    progress: bool = True, search_kwargs: Mapping[str, Any] | None = None,
+                    **train_kwargs) -> FairComparison:
     """Scratch versus pretrained with each arm at its own learning rate, chosen on
     ``validation`` data: a comparison in which scratch training is not handicapped by a
     rate tuned for fine-tuning (nor the other way round).
@@ -601,6 +617,11 @@ def fair_comparison(make_model, pretrain_state, data, sizes: Sequence[int] | int
     at that rate are reused) and scored on the test split. ``chosen`` has a ``grid_edge``
     column (:func:`grid_edge`) that flags a rate at an end of its grid. Other arguments as
     in :func:`scratch_vs_pretrained`. Returns a :class:`FairComparison`.
+
+    ``search_kwargs`` override ``train_kwargs`` for the search runs only, e.g.
+    ``{"curve": False}``: a per-epoch test curve is read from the runs at the chosen rates,
+    and a search run never needs one (nor may it look at test scores). The search runs then
+    differ from the chosen-rate runs, so every seed runs at its chosen rate (none is reused).
     """
     if validation is None:
         raise ValueError("fair_comparison needs validation data carved from the training pool "
@@ -617,19 +638,30 @@ def fair_comparison(make_model, pretrain_state, data, sizes: Sequence[int] | int
     if isinstance(tune_seeds, bool) or not isinstance(tune_seeds, (int, np.integer)) \
             or not 1 <= tune_seeds <= len(seeds):
         raise ValueError(f"tune_seeds={tune_seeds!r}: search on the first 1..{len(seeds)} seeds")
-    runner = _Runner(make_model, pretrain_state, data, trainer=trainer, load_state=load_state,
-                     finetune_kwargs=finetune_kwargs, model_kwargs=model_kwargs,
-                     validation=validation, cache=cache, cache_dir=cache_dir,
-                     train_kwargs=train_kwargs)
+    if "lr" in (search_kwargs or {}):
+        raise ValueError("fair_comparison chooses lr from lr_grid; search_kwargs must not set lr")
+
+    def runner_with(kwargs):
+        return _Runner(make_model, pretrain_state, data, trainer=trainer, load_state=load_state,
+                       finetune_kwargs=finetune_kwargs, model_kwargs=model_kwargs,
+                       validation=validation, cache=cache, cache_dir=cache_dir,
+                       train_kwargs=kwargs)
+
+    runner = runner_with(train_kwargs)
+    search_train = {**train_kwargs, **(search_kwargs or {})}
+    searcher = runner if search_train == train_kwargs else runner_with(search_train)
     search_plan = [(size, seed, init, float(lr)) for size in sizes for seed in seeds[:tune_seeds]
                    for init in inits for lr in grid[init]]
     # one bar over the search and the remaining runs: the search runs at each chosen rate are
-    # reused, so the total is known before the rates are
-    n_main = len(sizes) * len(seeds) * len(inits) - len(sizes) * tune_seeds * len(inits)
+    # reused (unless search_kwargs makes them different runs), so the total is known before
+    # the rates are
+    n_main = len(sizes) * len(seeds) * len(inits)
+    if searcher is runner:
+        n_main -= len(sizes) * tune_seeds * len(inits)
     with runner.bar(len(dict.fromkeys(search_plan)) + n_main, label=label, progress=progress) as bar:
-        runner.run(search_plan, label=label, progress=progress, tuning=frozenset(search_plan),
-                   bar=bar)
-        search = _table([runner.done[p] for p in search_plan])
+        searcher.run(search_plan, label=label, progress=progress, tuning=frozenset(search_plan),
+                     bar=bar)
+        search = _table([searcher.done[p] for p in search_plan])
         search = search[[c for c in ("init", "size", "seed", "lr", "val_acc", "val_loss", "seconds")
                          if c in search]]
         chosen = best_learning_rates(search)

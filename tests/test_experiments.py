@@ -323,6 +323,35 @@ def test_fair_comparison_chooses_each_arms_rate_on_validation_not_on_the_test_se
                    for r in d.x_train)
 
 
+def test_fair_comparison_search_kwargs_apply_to_the_search_runs_only():
+    """05 records per-epoch test curves at one size: the rate search must not pay for them
+    (nor see test scores), so ``search_kwargs={"curve": False}`` turns them off there, and
+    then every seed runs at its chosen rate with the curve (no search run is reused)."""
+    from course_utils.experiments import fair_comparison
+
+    class KwargsTrainer(DisagreeingTrainer):
+        def __call__(self, model, data, seed, *, lr, validation=None, curve=False, **kw):
+            out = super().__call__(model, data, seed, lr=lr, validation=validation)
+            self.calls[-1] = self.calls[-1][:4] + (curve,)
+            return dict(out, test_acc_curve=[0.2, 0.5]) if curve else out
+
+    pool, val = _fake_data().train_val_split(0.25, 0)
+    grid = {"scratch": [1e-3, 1e-2], "pretrained": [1e-4, 1e-3]}
+    tr = KwargsTrainer()
+    res = fair_comparison(_fake_factory, "STATE", pool, [2], seeds=(0, 1), validation=val,
+                          lr_grid=grid, trainer=tr, load_state=_fake_load, progress=False,
+                          curve=True, search_kwargs={"curve": False})
+    search = [c for c in tr.calls if c[4] is False]
+    main = [c for c in tr.calls if c[4] is True]
+    assert len(search) == 4 and {c[2] for c in search} == {0}      # every rate, first seed
+    assert len(main) == 2 * 2 and {c[3] for c in main} == {1e-2, 1e-4}   # chosen rates, all seeds
+    assert res.table.test_acc_curve.map(len).eq(2).all()
+    assert res.rates() == {"scratch": {2: 1e-2}, "pretrained": {2: 1e-4}}
+    with pytest.raises(ValueError, match="search_kwargs must not set lr"):
+        fair_comparison(_fake_factory, "S", pool, [2], validation=val, trainer=tr,
+                        load_state=_fake_load, progress=False, search_kwargs={"lr": 1e-3})
+
+
 def test_fair_comparison_refuses_without_validation_or_with_a_fixed_rate():
     from course_utils.experiments import fair_comparison
 
