@@ -8,6 +8,13 @@ needs, and training slows far more than a fair share would cost. ``OMP_WAIT_POLI
 makes idle threads sleep instead. Thread counts come from the CPUs this process may actually
 run on (``os.sched_getaffinity``: a container or ``taskset`` limit), not the machine's total.
 
+NumPy and SciPy (the pip wheels' OpenBLAS, which scikit-learn's linear heads call) keep their own
+pthreads pool that spins too and ignores ``OMP_WAIT_POLICY``; their work in the course is small
+matrices (linear heads on cached features), where more threads only add the spinning. Measured on
+2 cores (``LogisticRegression`` on 1,000 x 256 features, three fits): 0.09 s CPU with
+``OPENBLAS_NUM_THREADS=1`` against 2.18 s with two threads; the heaviest notebook cell (06's
+linear heads on the large similar target) went from 120 s to 47 s. So OpenBLAS gets one thread.
+
 These are environment variables: they act only if set before the runtime starts (the
 kernel's environment, which ``course run`` sets; ``course bench contention`` measures them).
 """
@@ -27,12 +34,13 @@ def available_cpus() -> int:
 
 
 def thread_env(cpus: int | None = None) -> dict[str, str]:
-    """Environment for a process that trains on the CPU: passive OpenMP waiting and thread
-    pools sized to ``cpus`` (default :func:`available_cpus`)."""
+    """Environment for a process that trains on the CPU: passive OpenMP waiting, thread
+    pools sized to ``cpus`` (default :func:`available_cpus`), and one OpenBLAS thread."""
     n = str(cpus if cpus is not None else available_cpus())
     return {
         "OMP_WAIT_POLICY": "PASSIVE",   # libgomp / LLVM OpenMP: idle threads sleep, not spin
         "KMP_BLOCKTIME": "0",           # Intel OpenMP (MKL builds) the same
         "OMP_NUM_THREADS": n,           # torch intra-op, oneDNN, MKL
         "TF_NUM_INTRAOP_THREADS": n,    # TensorFlow's own pools
+        "OPENBLAS_NUM_THREADS": "1",    # NumPy/SciPy's OpenBLAS pool spins whatever the policy
     }

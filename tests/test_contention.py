@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -20,6 +21,18 @@ def test_thread_env_sleeps_idle_threads_and_counts_the_cpus_we_may_use():
     assert threads.available_cpus() == n
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == str(n)
     assert threads.thread_env(3)["OMP_NUM_THREADS"] == "3"
+
+
+def test_thread_env_gives_numpys_openblas_one_thread():
+    """OpenBLAS ignores OMP_WAIT_POLICY and would take OMP_NUM_THREADS threads that spin."""
+    probe = ("import numpy, threadpoolctl\n"
+             "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info()"
+             " if p['internal_api'] == 'openblas'}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENBLAS", "OMP_"))}
+    for cpus, expected in ((2, "[1]"), (None, "[1]")):
+        out = subprocess.run([sys.executable, "-c", probe], env={**env, **threads.thread_env(cpus)},
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == expected, out
 
 
 def test_course_run_kernels_get_the_thread_settings_unless_the_caller_set_them(
