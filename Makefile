@@ -82,11 +82,14 @@ test: data classroom-deps
 
 # The notebooks ask for the kernel "python3": inside .venv that is the course's Python, shown as
 # "Transfer course (.venv)" (a kernel spec in .venv only; other Jupyter installations keep theirs).
+# Its kernels inherit the thread settings of course_utils.threads (as under course run), which
+# act only when set before the kernel starts.
 LAB_DIR ?= notebooks/
 LAB_ARGS ?=
 lab: venv
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Transfer course (.venv)" >/dev/null
-	$(BIN)/jupyter lab $(LAB_DIR) $(LAB_ARGS)
+	env $$($(BIN)/python -c "from course_utils.threads import thread_env; print(*(f'{k}={v}' for k, v in thread_env().items()))") \
+	  $(BIN)/jupyter lab $(LAB_DIR) $(LAB_ARGS)
 
 bench: venv
 	$(BIN)/course bench all
