@@ -64,7 +64,7 @@ PAIRS = [
      {"device": TORCH_DEVICE}, {}, {}),
     ("finetune_vs_scratch", experiments.finetune_vs_scratch, kexp.finetune_vs_scratch, {}, {}, {}),
     ("torch_trainer/keras_trainer", experiments.torch_trainer, kexp.keras_trainer,
-     {"device": TORCH_DEVICE}, {}, {}),
+     {"device": TORCH_DEVICE, "crop_pct": "torch centre crop (as FastLoader's)"}, {}, {}),
     ("load_pretrained_torch/keras", experiments.load_pretrained_torch, kexp.load_pretrained_keras,
      {"num_classes": "a PyTorch model gets its new head after loading",
       "reset_head": "a PyTorch model gets its new head after loading"},
