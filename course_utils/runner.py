@@ -155,14 +155,42 @@ def _failing_cell_index(executed: dict) -> int | None:
 def _kernel_config():
     """Talk to the kernel over Unix sockets (IPC transport) where the platform has them: the
     kernel is local, and over unencrypted TCP ipykernel warns on every notebook ("Kernel is
-    running over TCP without encryption"). The sockets sit beside the connection file in
-    Jupyter's runtime folder and go with it when the kernel shuts down."""
+    running over TCP without encryption").
+
+    The socket names are set here, one fresh name per kernel in Jupyter's runtime folder:
+    jupyter_client's default for a kernel started this way is ``kernel-ipc-1`` ... ``-5`` in
+    the current folder, so two runs started together (``make course`` beside ``make test``)
+    took the same sockets, one kernel got the other's messages and the other never answered."""
     from traitlets.config import Config
 
     config = Config()
     if os.name == "posix":
         config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = _ipc_socket_prefix()
     return config
+
+
+#: a Unix socket path holds at most 107 bytes on Linux (104 on macOS); ours adds "-NNNNN"
+_SOCKET_PATH_MAX = 100
+
+
+def _ipc_socket_prefix() -> str:
+    """A new, unused socket name prefix: Jupyter's runtime folder (private to the user), or
+    the temporary folder where that path would be too long for a socket."""
+    import tempfile
+    import uuid
+
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    name = f"course-kernel-{uuid.uuid4().hex[:12]}-ipc"
+    runtime = Path(jupyter_runtime_dir())
+    if len(str(runtime / name)) + 6 <= _SOCKET_PATH_MAX:
+        try:
+            runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return str(runtime / name)
+        except OSError:
+            pass
+    return str(Path(tempfile.gettempdir()) / name)
 
 
 def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,

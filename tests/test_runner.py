@@ -118,3 +118,21 @@ def test_cli_reports_slowest_cell_and_fails_over_max_cell_seconds(course_bin, tm
     assert slow.returncode == 1, slow.stdout + slow.stderr
     assert re.search(r"timed\.ipynb: cell 3 took 1\.\d s, over the 1 s limit", slow.stderr), \
         slow.stderr
+
+
+def test_two_course_runs_at_once_in_one_folder_each_talk_to_their_own_kernel(course_bin, tmp_path):
+    """IPC sockets named after the kernel, not jupyter_client's default ``kernel-ipc-1..5``
+    in the notebook's folder: with the default, two runs started together (``make course``
+    beside ``make test``, or a parallel build) picked the same socket names, one kernel got
+    the other's messages ("Invalid Signature") and the other never answered."""
+    nb = _timed_notebook(tmp_path / "timed.ipynb", [1.0, 1.0])
+    procs = [subprocess.Popen([str(course_bin), "run", str(nb), "--profile", "smoke",
+                               "--out", str(tmp_path / f"out{i}"), "--no-html"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, out + err
+        assert "Invalid Signature" not in err, err
+    # and no socket files are left beside the notebook
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["out0", "out1", "timed.ipynb"]
