@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 __all__ = ["atomic_write", "atomic_path", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "atomic_dir"]
+           "atomic_write_json", "atomic_dir", "build_lock"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -120,3 +120,28 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         _fsync_dir(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def build_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` while the block builds ``path``.
+
+    For cache entries that take minutes to build (pretrained source weights): a second
+    process asking for the same entry (two notebooks at once, ``course run --jobs 2``) waits
+    and then reads the finished file instead of training it a second time. Atomic writes
+    already keep either process from reading half a file; the lock only saves the duplicate
+    work. Advisory (``fcntl.flock``), released when the block ends or the process dies; where
+    there is no ``fcntl`` (Windows) the block simply runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock = Path(str(path) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -9,6 +9,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 
 from course_utils import PROFILES
 from course_utils.runner import CELL_TIMEOUT  # (runner imports papermill only when it runs)
@@ -19,17 +20,25 @@ __all__ = ["main", "build_parser"]
 def _cmd_run(args: argparse.Namespace) -> int:
     from course_utils.runner import NotebookFailure, cells_over_limit, run_series
 
+    if args.jobs < 1:
+        print(f"error: --jobs {args.jobs}: run at least one notebook at a time", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
     try:
         results = run_series(args.notebooks or None, profile=args.profile, out_dir=args.out,
-                             cell_timeout=args.cell_timeout, html=not args.no_html)
+                             cell_timeout=args.cell_timeout, html=not args.no_html,
+                             jobs=args.jobs)
     except NotebookFailure as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    wall = time.perf_counter() - start
     total = sum(r.seconds for r in results)
-    print(f"\n{len(results)} notebook(s) executed on the '{args.profile}' profile in {total:.0f} s.")
+    at_once = f", {args.jobs} at a time ({total:.0f} s of notebook time)" if args.jobs > 1 else ""
+    print(f"\n{len(results)} notebook(s) executed on the '{args.profile}' profile in "
+          f"{wall:.0f} s{at_once}.")
     for r in results:
         slowest = (f"slowest cell {r.slowest.cell:>3}: {r.slowest.seconds:6.1f} s"
                    if r.slowest is not None else "slowest cell: not timed")
@@ -165,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fail (exit 1) when a cell ran longer than N seconds; the series still "
                      "runs to the end so every slow cell is named (make course: 60 on embedded)")
     run.add_argument("--no-html", action="store_true", help="skip the HTML rendering")
+    run.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                     help="run N notebooks at once, in order as workers free up, the CPUs "
+                     "shared between them (default 1; make course: 2)")
     run.set_defaults(func=_cmd_run)
 
     site = sub.add_parser(

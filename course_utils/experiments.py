@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from course_utils.atomic import atomic_write, atomic_write_json
+from course_utils.atomic import atomic_write, atomic_write_json, build_lock
 from course_utils.fingerprint import (array_fingerprint, dataset_fingerprint, record_digest,
                                       weights_fingerprint)
 
@@ -872,34 +872,35 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
                        batch_size=batch_size, lr=lr, model_kwargs=model_kwargs,
                        scheduler=scheduler)
     path = pretrain_cache_path(key, cache_dir)
-    if path.exists():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            log.info("pretrained %s loaded from cache %s", model_name, path)
-            return (blob["state_dict"], blob["meta"]) if return_meta else blob["state_dict"]
-        except Exception as exc:  # a corrupt cache file is rebuilt, not fatal
-            log.warning("cached weights %s unreadable (%s); pretraining again", path, exc)
+    with build_lock(path):  # a second process asking for it waits, then loads it
+        if path.exists():
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                log.info("pretrained %s loaded from cache %s", model_name, path)
+                return (blob["state_dict"], blob["meta"]) if return_meta else blob["state_dict"]
+            except Exception as exc:  # a corrupt cache file is rebuilt, not fatal
+                log.warning("cached weights %s unreadable (%s); pretraining again", path, exc)
 
-    t0 = time.perf_counter()
-    seed_everything(seed, deterministic=None)
-    model = create_model(model_name, num_classes=source.num_classes, **dict(model_kwargs or {}))
-    spec = get_spec(model)
-    rgb = source.x_train.ndim == 3 and spec.input_size[0] == 3
-    common = dict(rgb=rgb, mean=spec.mean, std=spec.std)
-    train = FastLoader(source.x_train, source.y_train, batch_size, shuffle=True, seed=seed, **common)
-    x_test, y_test = subset_test_split(source, n_test)
-    test = FastLoader(x_test, y_test, 500, shuffle=False, seed=None, **common)
-    hist = fit(model, train, epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, device=device,
-               progress=progress)
-    scores = evaluate(model, test, device=device)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    meta = dict(key, source_test_acc=float(scores["acc"]), source_test_loss=float(scores["loss"]),
-                train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
-                n_train=len(source.y_train))
-    log.info("pretrained %s on %d source images in %.1fs: source test accuracy %.3f",
-             model_name, len(source.y_train), meta["seconds"], meta["source_test_acc"])
-    _atomic_save({"state_dict": state, "meta": meta}, path)
-    return (state, meta) if return_meta else state
+        t0 = time.perf_counter()
+        seed_everything(seed, deterministic=None)
+        model = create_model(model_name, num_classes=source.num_classes, **dict(model_kwargs or {}))
+        spec = get_spec(model)
+        rgb = source.x_train.ndim == 3 and spec.input_size[0] == 3
+        common = dict(rgb=rgb, mean=spec.mean, std=spec.std)
+        train = FastLoader(source.x_train, source.y_train, batch_size, shuffle=True, seed=seed, **common)
+        x_test, y_test = subset_test_split(source, n_test)
+        test = FastLoader(x_test, y_test, 500, shuffle=False, seed=None, **common)
+        hist = fit(model, train, epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, device=device,
+                   progress=progress)
+        scores = evaluate(model, test, device=device)
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        meta = dict(key, source_test_acc=float(scores["acc"]), source_test_loss=float(scores["loss"]),
+                    train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
+                    n_train=len(source.y_train))
+        log.info("pretrained %s on %d source images in %.1fs: source test accuracy %.3f",
+                 model_name, len(source.y_train), meta["seconds"], meta["source_test_acc"])
+        _atomic_save({"state_dict": state, "meta": meta}, path)
+        return (state, meta) if return_meta else state
 
 
 def subset_test_split(data, n_test: int | None):

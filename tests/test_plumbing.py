@@ -134,3 +134,31 @@ def test_seed_check():
         check_seed("3")
     with pytest.raises(ValueError, match="out of range"):
         check_seed(-1)
+
+
+def test_build_lock_makes_a_second_builder_wait_and_find_the_finished_file(tmp_path):
+    """Two processes asking for one slow cache entry: the second waits for the first's
+    lock and then sees the file, so it loads instead of building it again."""
+    import time
+
+    from course_utils.atomic import build_lock
+
+    target, held = tmp_path / "weights.pt", tmp_path / "held"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, pathlib\n"
+        "from course_utils.atomic import build_lock, atomic_write_text\n"
+        "target, held = map(pathlib.Path, sys.argv[1:3])\n"
+        "with build_lock(target):\n"
+        "    held.write_text('yes')\n"
+        "    time.sleep(1.5)\n"
+        "    atomic_write_text(target, 'built')\n"), str(target), str(held)])
+    try:
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert time.monotonic() < deadline and child.poll() is None, "child never took the lock"
+            time.sleep(0.05)
+        with build_lock(target):
+            assert target.read_text() == "built"
+    finally:
+        child.wait(timeout=60)
+    assert child.returncode == 0

@@ -136,3 +136,58 @@ def test_two_course_runs_at_once_in_one_folder_each_talk_to_their_own_kernel(cou
         assert "Invalid Signature" not in err, err
     # and no socket files are left beside the notebook
     assert sorted(f.name for f in tmp_path.iterdir()) == ["out0", "out1", "timed.ipynb"]
+
+
+def _clock_notebook(path: Path, seconds: float, fail: bool = False) -> Path:
+    """A notebook that records when it ran and the thread count its kernel was given."""
+    import nbformat
+
+    from _notebooks import write_notebook
+
+    body = ("import json, os, time\nt0 = time.time()\n"
+            f"time.sleep({seconds})\n"
+            + ("raise ValueError('deliberate')\n" if fail else "")
+            + "print(json.dumps({'start': t0, 'end': time.time(), "
+              "'threads': os.environ.get('OMP_NUM_THREADS')}))")
+    return write_notebook(path, [
+        nbformat.v4.new_code_cell('PROFILE = "embedded"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(body)])
+
+
+def _clock(executed: Path) -> dict:
+    nb = json.loads(executed.read_text())
+    return json.loads("".join(nb["cells"][-1]["outputs"][0]["text"]))
+
+
+def test_jobs_run_notebooks_side_by_side_in_order_sharing_the_cpus(tmp_path, monkeypatch):
+    from course_utils.threads import available_cpus
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    nbs = [_clock_notebook(tmp_path / f"{i:02d}_nb.ipynb", 4.0) for i in range(3)]
+    results = run_series(nbs, profile="smoke", out_dir=tmp_path / "out", html=False, jobs=2)
+    assert [r.source for r in results] == nbs          # results in the series' order
+    clocks = [_clock(r.output) for r in results]
+    # the first two ran at the same time; the third started only when a worker was free
+    assert clocks[1]["start"] < clocks[0]["end"] and clocks[0]["start"] < clocks[1]["end"]
+    assert clocks[2]["start"] >= min(clocks[0]["end"], clocks[1]["end"]) - 0.5
+    # each kernel got its share of the CPUs, not all of them
+    assert {c["threads"] for c in clocks} == {str(max(1, available_cpus() // 2))}
+    assert all(r.slowest is not None and r.slowest.seconds >= 3.9 for r in results)
+
+
+def test_jobs_raise_the_first_failure_in_notebook_order(tmp_path):
+    nbs = [_clock_notebook(tmp_path / "00_ok.ipynb", 3.0),
+           _clock_notebook(tmp_path / "01_fails.ipynb", 0.0, fail=True),
+           _clock_notebook(tmp_path / "02_after.ipynb", 0.0)]
+    with pytest.raises(NotebookFailure) as info:
+        run_series(nbs, profile="smoke", out_dir=tmp_path / "out", html=False, jobs=2)
+    assert info.value.notebook == nbs[1] and info.value.ename == "ValueError"
+    assert info.value.cell == 2
+    assert (tmp_path / "out" / "00_ok.ipynb").exists()       # the running one finished
+
+
+def test_cli_refuses_zero_jobs(course_bin, tmp_path):
+    nb = _timed_notebook(tmp_path / "timed.ipynb", [0.0])
+    proc = subprocess.run([str(course_bin), "run", str(nb), "--jobs", "0", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--jobs 0" in proc.stderr, proc.stderr

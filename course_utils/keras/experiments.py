@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from course_utils.atomic import atomic_path, atomic_write_json
+from course_utils.atomic import atomic_path, atomic_write_json, build_lock
 # framework-neutral at import time (it imports torch only inside its PyTorch functions)
 from course_utils.experiments import (SOURCE_CLASSES, TARGET_CLASSES, _validation_arrays,
                                       pretrain_cache_path,
@@ -178,33 +178,34 @@ def pretrain_source(model_name: str = "small_cnn", data=None, *, epochs: int = 2
     make = keras_model_factory(model_name, source.num_classes, **dict(model_kwargs or {}))
     model = make(seed)
     meta_path = path.with_suffix("").with_suffix(".json")
-    if path.exists() and meta_path.exists():
-        try:
-            model.load_weights(path)
-            meta = json.loads(meta_path.read_text())
-            log.info("pretrained Keras %s loaded from cache %s", model_name, path)
-            return (_state_of(model), meta) if return_meta else _state_of(model)
-        except Exception as exc:  # a damaged cache is rebuilt, not fatal
-            log.warning("cached weights %s unreadable (%s); pretraining again", path, exc)
-            model = make(seed)
+    with build_lock(path):  # a second process asking for it waits, then loads it
+        if path.exists() and meta_path.exists():
+            try:
+                model.load_weights(path)
+                meta = json.loads(meta_path.read_text())
+                log.info("pretrained Keras %s loaded from cache %s", model_name, path)
+                return (_state_of(model), meta) if return_meta else _state_of(model)
+            except Exception as exc:  # a damaged cache is rebuilt, not fatal
+                log.warning("cached weights %s unreadable (%s); pretraining again", path, exc)
+                model = make(seed)
 
-    t0 = time.perf_counter()
-    common = _common(model, source, None)
-    hist = fit(model, TFLoader(source.x_train, source.y_train, batch_size, shuffle=True,
-                               seed=seed, **common),
-               epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, progress=progress)
-    x_test, y_test = subset_test_split(source, n_test)
-    scores = evaluate(model, TFLoader(x_test, y_test, 500, **common))
-    meta = dict(key, source_test_acc=scores["acc"], source_test_loss=scores["loss"],
-                train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
-                n_train=len(source.y_train))
-    log.info("pretrained Keras %s on %d source images in %.1fs: source test accuracy %.3f",
-             model_name, len(source.y_train), meta["seconds"], meta["source_test_acc"])
-    # weights first, then the meta file that marks the entry complete (both atomic)
-    with atomic_path(path, suffix=".weights.h5") as tmp:
-        save_weights(model, tmp)
-    atomic_write_json(meta_path, meta, indent=1, default=str)
-    return (_state_of(model), meta) if return_meta else _state_of(model)
+        t0 = time.perf_counter()
+        common = _common(model, source, None)
+        hist = fit(model, TFLoader(source.x_train, source.y_train, batch_size, shuffle=True,
+                                   seed=seed, **common),
+                   epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, progress=progress)
+        x_test, y_test = subset_test_split(source, n_test)
+        scores = evaluate(model, TFLoader(x_test, y_test, 500, **common))
+        meta = dict(key, source_test_acc=scores["acc"], source_test_loss=scores["loss"],
+                    train_acc=float(hist.last["train_acc"]), seconds=time.perf_counter() - t0,
+                    n_train=len(source.y_train))
+        log.info("pretrained Keras %s on %d source images in %.1fs: source test accuracy %.3f",
+                 model_name, len(source.y_train), meta["seconds"], meta["source_test_acc"])
+        # weights first, then the meta file that marks the entry complete (both atomic)
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            save_weights(model, tmp)
+        atomic_write_json(meta_path, meta, indent=1, default=str)
+        return (_state_of(model), meta) if return_meta else _state_of(model)
 
 
 def finetune_vs_scratch(model_name: str = "small_cnn", data=None, sizes: Sequence[int] = (10,),
