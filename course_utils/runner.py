@@ -226,7 +226,7 @@ def run_notebook(source: str | os.PathLike, output: str | os.PathLike, *,
                   "COURSE_PROGRESS": os.environ.get("COURSE_PROGRESS") or "final",
                   "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                   "TF_CPP_MIN_LOG_LEVEL": "2"}
-    # and the kernel's OpenMP threads sleep rather than spin while idle, sized to the CPUs
+    # and the kernel's OpenMP threads spin only briefly before they sleep, sized to the CPUs
     # we may use (course_utils.threads), unless the caller's environment says otherwise
     from course_utils.threads import thread_env
 

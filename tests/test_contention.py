@@ -16,7 +16,7 @@ from _notebooks import write_notebook  # tests/_notebooks.py
 
 def test_thread_env_sleeps_idle_threads_and_counts_the_cpus_we_may_use():
     env = threads.thread_env()
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert env["GOMP_SPINCOUNT"] == "1000" and "OMP_WAIT_POLICY" not in env
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert threads.available_cpus() == n
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == str(n)
@@ -24,7 +24,7 @@ def test_thread_env_sleeps_idle_threads_and_counts_the_cpus_we_may_use():
 
 
 def test_thread_env_gives_numpys_openblas_one_thread():
-    """OpenBLAS ignores OMP_WAIT_POLICY and would take OMP_NUM_THREADS threads that spin."""
+    """OpenBLAS ignores the OpenMP settings and would take OMP_NUM_THREADS threads that spin."""
     probe = ("import numpy, threadpoolctl\n"
              "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info()"
              " if p['internal_api'] == 'openblas'}))")
@@ -37,19 +37,19 @@ def test_thread_env_gives_numpys_openblas_one_thread():
 
 def test_course_run_kernels_get_the_thread_settings_unless_the_caller_set_them(
         tmp_path, monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the caller's choice wins
     write_notebook(tmp_path / "env.ipynb", [
         nbformat.v4.new_code_cell('PROFILE = "embedded"\nSEED = 0',
                                   metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("import os\nprint(os.environ['OMP_WAIT_POLICY'], "
+        nbformat.v4.new_code_cell("import os\nprint(os.environ['GOMP_SPINCOUNT'], "
                                   "os.environ['OMP_NUM_THREADS'])")])
     result = run_notebook(tmp_path / "env.ipynb", tmp_path / "out" / "env.ipynb",
                           progress_bar=False)
     executed = nbformat.read(str(result.output), as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
-    assert printed.strip() == "PASSIVE 1"
-    assert "OMP_WAIT_POLICY" not in os.environ  # the runner restores its own environment
+    assert printed.strip() == "1000 1"
+    assert "GOMP_SPINCOUNT" not in os.environ  # the runner restores its own environment
 
 
 @pytest.mark.slow
@@ -59,9 +59,9 @@ def test_bench_contention_prints_its_ratio(course_bin, fashion, tmp_path):
                            "--epochs", "1", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "slowdown" in proc.stdout and "OMP_WAIT_POLICY" in proc.stdout, proc.stdout
+    assert "slowdown" in proc.stdout and "GOMP_SPINCOUNT" in proc.stdout, proc.stdout
     import json
 
     figures = json.loads(out.read_text())
     assert figures["ratio"] == pytest.approx(figures["beside_s"] / figures["alone_s"])
-    assert figures["settings"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert figures["settings"]["GOMP_SPINCOUNT"] == "1000"

@@ -408,7 +408,7 @@ class Sandbox:
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
         # Several sandboxes share the cores (one per worker): the course's shared-CPU settings
-        # (passive OpenMP waiting, intra-op pools sized to this sandbox's share).
+        # (a short OpenMP spin, then sleep; intra-op pools sized to this sandbox's share).
         env.update(thread_env(int(threads)))
         env.update(self.extra_env)
         return env
