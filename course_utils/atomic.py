@@ -131,14 +131,20 @@ def build_lock(path: str | Path) -> Iterator[None]:
     and then reads the finished file instead of training it a second time. Atomic writes
     already keep either process from reading half a file; the lock only saves the duplicate
     work. Advisory (``fcntl.flock``), released when the block ends or the process dies; where
-    there is no ``fcntl`` (Windows) the block simply runs unlocked."""
+    there is no ``fcntl`` (Windows) the block simply runs unlocked. The lock file lives in a
+    per-user folder of the temporary directory, named by a hash of ``path``, so cache folders
+    hold only their entries."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    lock = Path(str(path) + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    import hashlib
+
+    folder = Path(tempfile.gettempdir()) / f"course-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    lock = folder / f"{digest}.lock"
     with open(lock, "a") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
