@@ -124,7 +124,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def build_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` while the block builds ``path``.
+    """Hold an exclusive lock for ``path`` while the block builds it.
 
     For cache entries that take minutes to build (pretrained source weights): a second
     process asking for the same entry (two notebooks at once, ``course run --jobs 2``) waits
